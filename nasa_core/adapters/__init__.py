@@ -1,0 +1,70 @@
+"""Family adapters and the one entry point the nodes (and the trainer) call: ``apply_nasa``."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..attention import NASAInputError
+from .base import ALL_BLOCKS, NASAAdapter, NASASettings, UnsupportedModelError
+from .unet import UNetAdapter
+
+ADAPTERS = [UNetAdapter()]
+
+
+def family_name(model_patcher) -> str:
+    """The name ComfyUI gives the model's family (its model_config class, e.g. SDXL, Flux, SD3)."""
+    inner = getattr(model_patcher, "model", None)
+    config = getattr(inner, "model_config", None)
+    if config is not None:
+        return type(config).__name__
+    return type(inner).__name__ if inner is not None else type(model_patcher).__name__
+
+
+def adapter_for(model_patcher) -> NASAAdapter:
+    for adapter in ADAPTERS:
+        if adapter.matches(model_patcher):
+            return adapter
+    supported = ", ".join(a.family for a in ADAPTERS)
+    raise UnsupportedModelError(
+        f"NASA has no adapter for this model family ({family_name(model_patcher)}, diffusion model "
+        f"{type(model_patcher.model.diffusion_model).__name__}). Supported: {supported}. "
+        "FLUX, SD3, PixArt and Wan are planned in their own adapters.")
+
+
+def negative_tensor(conditioning, what: str = "negative") -> Optional[torch.Tensor]:
+    """The text tensor of a one-entry CONDITIONING; None for an empty negative (no tokens or all zeros,
+    e.g. ConditioningZeroOut), which means 'no NASA'."""
+    if conditioning is None:
+        return None
+    if len(conditioning) != 1:
+        raise NASAInputError(f"the {what} CONDITIONING has {len(conditioning)} entries; NASA takes one negative "
+                             "(join texts with Conditioning (Concat) or one prompt, not Conditioning (Combine))")
+    t = conditioning[0][0]
+    if not isinstance(t, torch.Tensor) or t.dim() != 3:
+        raise NASAInputError(f"the {what} CONDITIONING does not hold a [batch, tokens, width] text tensor")
+    if t.shape[1] == 0 or not bool(t.any()):
+        return None
+    return t
+
+
+def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, start_percent: float = 0.0,
+               end_percent: float = 1.0, blocks=ALL_BLOCKS):
+    """Return a clone of ``model_patcher`` with NASA installed; the input is never modified."""
+    from .comfy_runtime import NASARun, wrong_width_message
+
+    settings = NASASettings(alpha=alpha, negative=negative, start_percent=start_percent,
+                            end_percent=end_percent, blocks=frozenset(blocks))
+    adapter = adapter_for(model_patcher)
+    width = adapter.context_width(model_patcher)
+    if negative is not None and negative.shape[-1] != width:
+        raise NASAInputError(wrong_width_message(negative.shape[-1], width, family_name(model_patcher)))
+    sampling = model_patcher.get_model_object("model_sampling")
+    run = NASARun(family_name(model_patcher), settings, sampling.percent_to_sigma(start_percent),
+                  sampling.percent_to_sigma(end_percent), width)
+    patched = model_patcher.clone()
+    count = adapter.install(patched, settings, run)
+    if count == 0:
+        raise NASAInputError(f"NASA found no text cross-attention layer in blocks {sorted(settings.blocks)} of this "
+                             f"{family_name(model_patcher)} model; choose other blocks")
+    return patched

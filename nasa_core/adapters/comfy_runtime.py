@@ -1,0 +1,336 @@
+"""ComfyUI-side machinery every adapter shares.
+
+How a run works:
+
+* ``NASAModelWrapper`` sits in ``model_options["model_function_wrapper"]`` (chaining whatever was there).
+  For every denoiser call it decides, per batch element, which negative and which alpha apply: a
+  per-prompt negative carried by the conditioning (``model_conds``, put there by NASA Negative
+  Conditioning) wins; otherwise the model-wide negative applies to the positive (cond) chunks only, so
+  the ordinary CFG negative is left alone. It puts that decision into ``transformer_options`` under a
+  key of its own and, after the call, checks that some layer used it (no silent no-op).
+* ``NASACrossAttentionPatch`` sits in one attention replace slot (chaining whatever was there). It
+  projects the negative through the layer's own ``to_k``/``to_v`` (so LoRA-patched, quantised and
+  offloaded weights go through ComfyUI's ops exactly like the positive) and applies equations 7-9.
+* ``NegativeKVCache`` keeps each layer's negative K/V between steps while the negative and the weights
+  are unchanged.
+
+State lives in the patch objects and in the per-call ``transformer_options``; the live model is never
+modified, so nothing remains patched after a run, an error or an interrupt.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+import comfy.conds
+import comfy.ldm.modules.attention as comfy_attention
+
+from ..attention import NASAInputError, check_alpha, match_batch, negative_attention, steer_away
+
+log = logging.getLogger("comfyui-nasa")
+
+# Keys NASA Negative Conditioning adds to a prompt's model_conds; they reach the wrapper batched.
+PROMPT_NEGATIVE_KEY = "nasa_negative"
+PROMPT_ALPHA_KEY = "nasa_alpha"
+
+_HAS_WRAP_ATTN = hasattr(comfy_attention, "wrap_attn")  # modern ComfyUI: attention overrides via transformer_options
+
+
+def comfy_attention_fn(extra_options: dict) -> Callable:
+    """ComfyUI's current optimised attention in the core's (q, k, v, heads, mask) form."""
+    precision = extra_options.get("attn_precision")
+
+    def attend(q, k, v, heads, mask=None):
+        fn = comfy_attention.optimized_attention if mask is None else comfy_attention.optimized_attention_masked
+        kwargs = {"attn_precision": precision}
+        if _HAS_WRAP_ATTN:
+            kwargs["transformer_options"] = extra_options
+        if mask is not None:
+            kwargs["mask"] = mask
+        return fn(q, k, v, heads, **kwargs)
+
+    return attend
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-prompt negatives travelling with CONDITIONING
+
+
+class CONDNASANegative(comfy.conds.CONDCrossAttn):
+    """A negative carried by a prompt; batched like the prompt's own text (padding by repetition)."""
+
+    def process_cond(self, batch_size, *args, **kwargs):
+        n = self.cond.shape[0]
+        if n not in (1, batch_size):
+            raise NASAInputError(f"the NASA negative has batch {n} but the latent batch is {batch_size}: "
+                                 f"give one negative (batch 1) or one per latent (batch {batch_size})")
+        return super().process_cond(batch_size, *args, **kwargs)
+
+
+class CONDNASAAlpha(comfy.conds.CONDRegular):
+    """The per-prompt alpha, one value per batch element once batched."""
+
+
+def attach_prompt_negative(positive: list, negative: torch.Tensor, alpha: float) -> list:
+    """Return a copy of a CONDITIONING list whose every entry carries ``negative`` at scale ``alpha``."""
+    alpha = check_alpha(alpha)
+    out = []
+    for cond, opts in positive:
+        opts = opts.copy()
+        model_conds = dict(opts.get("model_conds", {}))
+        model_conds[PROMPT_NEGATIVE_KEY] = CONDNASANegative(negative)
+        model_conds[PROMPT_ALPHA_KEY] = CONDNASAAlpha(torch.tensor([alpha], dtype=torch.float32))
+        opts["model_conds"] = model_conds
+        out.append([cond, opts])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-call decision
+
+
+@dataclass
+class NASACallState:
+    """What one denoiser call should do; read by every NASA layer in that call."""
+
+    negative: torch.Tensor                 # [n, T, C] source of the negative K/V (stable object => cache hits)
+    source: str                            # "model" or "prompt": which cache slot
+    rows: Optional[List[int]]              # batch rows NASA applies to (None: all)
+    neg_rows: Optional[List[int]]          # for each applied row, the negative's row (None: broadcast/aligned)
+    alpha: torch.Tensor                    # [len(rows) or B] per applied row
+    blocks: frozenset
+    touched: int = 0
+
+
+@dataclass
+class _CacheEntry:
+    source: "weakref.ReferenceType"
+    fingerprint: Tuple
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+def _weight_fingerprint(linear) -> Optional[Tuple]:
+    """Identity of a projection's effective weight, or None when ComfyUI recomputes it per call
+    (lowvram LoRA patches applied while casting): then nothing may be cached."""
+    if getattr(linear, "weight_function", None) or getattr(linear, "bias_function", None):
+        return None
+    w = linear.weight
+    b = getattr(linear, "bias", None)
+    fp = (id(w), w._version, w.device, w.dtype)
+    if b is not None:
+        fp += (id(b), b._version)
+    return fp
+
+
+class NegativeKVCache:
+    """Negative K/V per (layer, source slot, device, dtype); recomputed when the negative or the layer's
+    weights change. Bounded: one entry per layer and slot."""
+
+    def __init__(self):
+        self.entries: Dict[Tuple, _CacheEntry] = {}
+        self.computed = 0  # projections actually run (tests read it)
+
+    def project(self, attn, layer_key, state: NASACallState, dtype, device):
+        neg = state.negative
+        if torch.compiler.is_compiling():
+            x = neg.to(device=device, dtype=dtype)
+            return attn.to_k(x), attn.to_v(x)
+        fp_k, fp_v = _weight_fingerprint(attn.to_k), _weight_fingerprint(attn.to_v)
+        key = (layer_key, state.source, device, dtype)
+        entry = self.entries.get(key)
+        cacheable = fp_k is not None and fp_v is not None
+        if cacheable and entry is not None and entry.source() is neg and entry.fingerprint == (fp_k, fp_v):
+            return entry.k, entry.v
+        x = neg.to(device=device, dtype=dtype)
+        k, v = attn.to_k(x), attn.to_v(x)
+        self.computed += 1
+        if cacheable and not torch.is_grad_enabled():
+            self.entries[key] = _CacheEntry(weakref.ref(neg), (fp_k, fp_v), k, v)
+        else:
+            self.entries.pop(key, None)
+        return k, v
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The patch in each attention slot
+
+
+class NASACrossAttentionPatch:
+    """An attention replace patch: the previous occupant (or ComfyUI's attention) gives Z+, NASA subtracts
+    alpha * Z-. Deep copies (ModelPatcher.clone) share it: its settings never change after creation."""
+
+    def __init__(self, run: "NASARun", layer_key, block_name: str, attn_module, previous=None):
+        self.run = run
+        self.layer_key = layer_key
+        self.block_name = block_name
+        self.attn = attn_module
+        self.previous = previous
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, q, k, v, extra_options):
+        attend = comfy_attention_fn(extra_options)
+        heads = extra_options["n_heads"]
+        z_pos = self.previous(q, k, v, extra_options) if self.previous is not None else attend(q, k, v, heads)
+        state: Optional[NASACallState] = extra_options.get(self.run.state_key)
+        if state is None or self.block_name not in state.blocks:
+            return z_pos
+        k_neg, v_neg = self.run.cache.project(self.attn, self.layer_key, state, q.dtype, q.device)
+        if k_neg.shape[-1] != q.shape[-1]:
+            raise NASAInputError(f"layer {self.layer_key}: negative keys of width {k_neg.shape[-1]} do not fit "
+                                 f"queries of width {q.shape[-1]}")
+        state.touched += 1
+        if state.neg_rows is not None:
+            k_neg, v_neg = k_neg[state.neg_rows], v_neg[state.neg_rows]
+        if state.rows is None:
+            z_neg = negative_attention(q, k_neg, v_neg, heads, attention=attend)
+            return steer_away(z_pos, z_neg, state.alpha)
+        rows = state.rows
+        z_neg = negative_attention(q[rows], k_neg, v_neg, heads, attention=attend)
+        out = z_pos.clone()
+        out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The wrapper around each denoiser call
+
+
+class NASARun:
+    """One installation of NASA into one cloned ModelPatcher: settings, cache, and the call wrapper."""
+
+    def __init__(self, family: str, settings, sigma_start: float, sigma_end: float, context_width: int,
+                 previous_wrapper=None):
+        self.family = family
+        self.settings = settings
+        self.sigma_start = sigma_start
+        self.sigma_end = sigma_end
+        self.context_width = context_width
+        self.previous_wrapper = previous_wrapper
+        self.state_key = f"nasa_state_{uuid.uuid4().hex[:8]}"  # own key: two NASA patches can be chained
+        self.cache = NegativeKVCache()
+        self._model_negative_on: Dict[Tuple, torch.Tensor] = {}
+        self._last_prompt_negative: Optional[torch.Tensor] = None
+        self.calls_applied = 0
+        self.warned = False
+
+    def __deepcopy__(self, memo):
+        return self
+
+    # -- helpers
+    def _check_width(self, negative: torch.Tensor, where: str):
+        if negative.dim() != 3:
+            raise NASAInputError(f"{where}: a negative conditioning is [batch, tokens, width], got shape "
+                                 f"{tuple(negative.shape)}")
+        if negative.shape[-1] != self.context_width:
+            raise NASAInputError(wrong_width_message(negative.shape[-1], self.context_width, self.family))
+
+    def _stable_prompt_negative(self, neg: torch.Tensor) -> torch.Tensor:
+        """The batched per-prompt negative is a new tensor every step; reuse the previous object when the
+        content is the same, so the layers' K/V cache hits."""
+        last = self._last_prompt_negative
+        if last is not None and last.shape == neg.shape and last.dtype == neg.dtype and last.device == neg.device \
+                and torch.equal(last, neg):
+            return last
+        self._last_prompt_negative = neg
+        return neg
+
+    def _model_negative(self, device) -> torch.Tensor:
+        key = (device,)
+        t = self._model_negative_on.get(key)
+        if t is None:
+            t = self.settings.negative.to(device)
+            self._model_negative_on = {key: t}
+        return t
+
+    def _in_window(self, timestep: torch.Tensor) -> bool:
+        sigma = float(timestep.reshape(-1)[0])
+        return self.sigma_end <= sigma <= self.sigma_start
+
+    def plan(self, x: torch.Tensor, timestep: torch.Tensor, c: dict, cond_or_uncond: Sequence[int]
+             ) -> Optional[NASACallState]:
+        """Decide what NASA does in this call (pops the per-prompt keys from ``c``)."""
+        prompt_neg = c.pop(PROMPT_NEGATIVE_KEY, None)
+        prompt_alpha = c.pop(PROMPT_ALPHA_KEY, None)
+        if not self._in_window(timestep):
+            return None
+        batch = x.shape[0]
+        blocks = frozenset(self.settings.blocks)
+        if prompt_neg is not None:
+            self._check_width(prompt_neg, "NASA Negative Conditioning")
+            alpha = check_alpha(prompt_alpha.reshape(-1).float())
+            if alpha.numel() != batch or prompt_neg.shape[0] != batch:
+                raise NASAInputError(f"per-prompt NASA negatives came batched as {prompt_neg.shape[0]} for a batch of {batch}")
+            active = [i for i, a in enumerate(alpha.tolist()) if a != 0.0]
+            if not active:
+                return None
+            rows = None if len(active) == batch else active
+            return NASACallState(self._stable_prompt_negative(prompt_neg), "prompt", rows, rows,
+                                 alpha if rows is None else alpha[rows], blocks)
+        if self.settings.negative is None or self.settings.alpha == 0.0:
+            return None
+        # Model-wide negative: positive (cond) chunks only; the ordinary negative keeps driving CFG.
+        chunks = len(cond_or_uncond)
+        per_chunk = batch // chunks
+        rows = [i for i in range(batch) if cond_or_uncond[i // per_chunk] == 0]
+        if not rows:
+            return None
+        neg = self._model_negative(x.device)
+        n = neg.shape[0]
+        if n == 1:
+            neg_rows = None
+        elif n == per_chunk:
+            neg_rows = [i % per_chunk for i in rows]
+        else:
+            raise NASAInputError(f"the NASA negative has batch {n} but the latent batch is {per_chunk}: "
+                                 f"give one negative (batch 1) or one per latent (batch {per_chunk})")
+        alpha = torch.full((len(rows),), self.settings.alpha, dtype=torch.float32, device=x.device)
+        return NASACallState(neg, "model", None if len(rows) == batch else rows, neg_rows, alpha, blocks)
+
+    def __call__(self, apply_model, args):
+        c = dict(args["c"])
+        state = self.plan(args["input"], args["timestep"], c, args["cond_or_uncond"])
+        if state is not None:
+            to = dict(c.get("transformer_options", {}))
+            to[self.state_key] = state
+            c["transformer_options"] = to
+        args = dict(args, c=c)
+        if self.previous_wrapper is not None:
+            out = self.previous_wrapper(apply_model, args)
+        else:
+            out = apply_model(args["input"], args["timestep"], **c)
+        if state is not None:
+            self.report(state)
+        return out
+
+    def report(self, state: NASACallState):
+        if state.touched > 0:
+            self.calls_applied += 1
+            self.warned = False
+            return
+        if not self.warned:
+            self.warned = True
+            log.warning("NASA: a negative was requested but no cross-attention layer of this %s model applied it "
+                        "in this step (blocks %s). Another node may have replaced NASA's attention patches: "
+                        "apply NASA after it.", self.family, sorted(state.blocks))
+
+
+def wrong_width_message(got: int, expected: int, family: str) -> str:
+    known = {768: "CLIP-L (SD1.x)", 1024: "OpenCLIP-H (SD2.x)", 1280: "OpenCLIP-bigG alone (SDXL refiner)",
+             2048: "CLIP-L + OpenCLIP-bigG (SDXL)", 4096: "T5-XXL (FLUX, SD3, PixArt, Wan)"}
+    got_s = f"{got} ({known[got]})" if got in known else str(got)
+    exp_s = f"{expected} ({known[expected]})" if expected in known else str(expected)
+    return (f"NASA: the negative conditioning is {got_s} wide but this {family} model's cross-attention takes "
+            f"{exp_s}: encode the negative with the text encoder loaded with this model")
+
+
+def install_wrapper(model_patcher, run: NASARun):
+    run.previous_wrapper = model_patcher.model_options.get("model_function_wrapper")
+    model_patcher.set_model_unet_function_wrapper(run)
