@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up on a fresh machine: a venv with torch, the test needs, and the PyPI copy
+# of ComfyUI in .deps/comfy_pypi. With COMFYUI_PATH set, also the modern tree's requirements.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; }
+.venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip_install "torch==2.14.1" "torchvision==0.29.1"
+.venv/bin/python -c "import pytest, torchsde, transformers, kornia, spandrel" 2>/dev/null || pip_install -r requirements-dev.txt
+[ -d .deps/comfy_pypi/comfy ] || pip_install --no-deps --target .deps/comfy_pypi "notcomfy==0.1.0"
+if [ -n "${COMFYUI_PATH:-}" ] && [ -f "$COMFYUI_PATH/requirements.txt" ]; then
+  .venv/bin/python -c "import av, alembic, sqlalchemy, comfy_kitchen, pydantic_settings" 2>/dev/null || \
+    pip_install "av>=14.2.0" alembic SQLAlchemy "comfy-kitchen>=0.2.3" "pydantic~=2.0" "pydantic-settings~=2.0" requests
+fi
