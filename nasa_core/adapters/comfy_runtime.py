@@ -104,54 +104,62 @@ class NASACallState:
     neg_rows: Optional[List[int]]          # for each applied row, the negative's row (None: broadcast/aligned)
     alpha: torch.Tensor                    # [len(rows) or B] per applied row
     blocks: frozenset
+    cacheable: bool = True                 # False while ComfyUI hooks may rewrite weights between steps
+    weights_token: object = None           # the loaded patch set (modern ComfyUI), part of the cache key
     touched: int = 0
 
 
 @dataclass
 class _CacheEntry:
     source: "weakref.ReferenceType"
-    fingerprint: Tuple
+    weights: Tuple  # ((weakref, version) of to_k's and to_v's weight and bias), see _weight_identity
+    token: object
     k: torch.Tensor
     v: torch.Tensor
 
 
-def _weight_fingerprint(linear) -> Optional[Tuple]:
+def _weight_identity(linear) -> Optional[Tuple]:
     """Identity of a projection's effective weight, or None when ComfyUI recomputes it per call
-    (lowvram LoRA patches applied while casting): then nothing may be cached."""
+    (lowvram LoRA patches applied while casting): then nothing may be cached. Weak references, not id():
+    a freed LoRA-patched weight's id can be reused by the next one."""
     if getattr(linear, "weight_function", None) or getattr(linear, "bias_function", None):
         return None
-    w = linear.weight
-    b = getattr(linear, "bias", None)
-    fp = (id(w), w._version, w.device, w.dtype)
-    if b is not None:
-        fp += (id(b), b._version)
-    return fp
+    tensors = [linear.weight] + ([linear.bias] if getattr(linear, "bias", None) is not None else [])
+    return tuple((weakref.ref(t), t._version, t.device, t.dtype) for t in tensors)
+
+
+def _same_weights(cached: Tuple, linear) -> bool:
+    tensors = [linear.weight] + ([linear.bias] if getattr(linear, "bias", None) is not None else [])
+    return len(cached) == len(tensors) and all(
+        ref() is t and version == t._version and device == t.device and dtype == t.dtype
+        for (ref, version, device, dtype), t in zip(cached, tensors))
 
 
 class NegativeKVCache:
-    """Negative K/V per (layer, source slot, device, dtype); recomputed when the negative or the layer's
-    weights change. Bounded: one entry per layer and slot."""
+    """Negative K/V per (layer, source slot, device, dtype), reused between steps while the negative and the
+    layer's weights are the same objects, unmodified, under the same loaded patch set. Bounded: one entry per
+    layer and slot."""
 
     def __init__(self):
         self.entries: Dict[Tuple, _CacheEntry] = {}
         self.computed = 0  # projections actually run (tests read it)
 
-    def project(self, attn, layer_key, state: NASACallState, dtype, device):
+    def project(self, attn, layer_key, state: "NASACallState", dtype, device):
         neg = state.negative
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or not state.cacheable or torch.is_grad_enabled():
             x = neg.to(device=device, dtype=dtype)
             return attn.to_k(x), attn.to_v(x)
-        fp_k, fp_v = _weight_fingerprint(attn.to_k), _weight_fingerprint(attn.to_v)
         key = (layer_key, state.source, device, dtype)
         entry = self.entries.get(key)
-        cacheable = fp_k is not None and fp_v is not None
-        if cacheable and entry is not None and entry.source() is neg and entry.fingerprint == (fp_k, fp_v):
+        if entry is not None and entry.source() is neg and entry.token == state.weights_token \
+                and _same_weights(entry.weights[0], attn.to_k) and _same_weights(entry.weights[1], attn.to_v):
             return entry.k, entry.v
         x = neg.to(device=device, dtype=dtype)
         k, v = attn.to_k(x), attn.to_v(x)
         self.computed += 1
-        if cacheable and not torch.is_grad_enabled():
-            self.entries[key] = _CacheEntry(weakref.ref(neg), (fp_k, fp_v), k, v)
+        ids = (_weight_identity(attn.to_k), _weight_identity(attn.to_v))
+        if ids[0] is not None and ids[1] is not None:
+            self.entries[key] = _CacheEntry(weakref.ref(neg), ids, state.weights_token, k, v)
         else:
             self.entries.pop(key, None)
         return k, v
@@ -298,6 +306,10 @@ class NASARun:
         c = dict(args["c"])
         state = self.plan(args["input"], args["timestep"], c, args["cond_or_uncond"])
         if state is not None:
+            base_model = getattr(apply_model, "__self__", None)
+            patcher = getattr(base_model, "current_patcher", None)
+            state.cacheable = not getattr(patcher, "hook_patches", None)
+            state.weights_token = getattr(base_model, "current_weight_patches_uuid", None)
             to = dict(c.get("transformer_options", {}))
             to[self.state_key] = state
             c["transformer_options"] = to
