@@ -127,8 +127,12 @@ def negative_attention(q: Tensor, k_neg: Tensor, v_neg: Tensor, heads: int, mask
 
 
 def steer_away(z_pos: Tensor, z_neg: Tensor, alpha: Alpha) -> Tensor:
-    """Equation 9, Z+ - alpha * Z-, accumulated in fp32 for half inputs and returned in Z+'s dtype."""
-    alpha = check_alpha(alpha)
+    """Equation 9, Z+ - alpha * Z-, accumulated in fp32 for half inputs and returned in Z+'s dtype.
+
+    A tensor alpha is taken as validated by the caller (``check_alpha``): checking it here would sync
+    the device in every layer and break torch.compile graphs."""
+    if not isinstance(alpha, Tensor):
+        alpha = check_alpha(alpha)
     a = _alpha_column(alpha, z_pos.shape[0], z_pos.device, torch.float32)
     if z_pos.dtype in (torch.float16, torch.bfloat16):
         return (z_pos.float() - a * z_neg.float()).to(z_pos.dtype)
