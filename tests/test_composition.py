@@ -123,3 +123,38 @@ def test_torch_compile_sees_no_new_graph_breaks():
     patched_options = dict(patched.model_options["transformer_options"], **{run.state_key: state})
     assert graph_breaks(patched_options) == graph_breaks({})
     assert state.touched > 0  # NASA really ran inside the traced call
+
+
+def call_like_the_sampler(patcher, x, sigma, ctx):
+    """One denoiser call the way comfy.samplers.calc_cond_batch makes it, without reloading the model."""
+    to = dict(patcher.model_options["transformer_options"], cond_or_uncond=[0], sigmas=sigma)
+    args = {"input": x, "timestep": sigma, "c": {"c_crossattn": ctx, "transformer_options": to}, "cond_or_uncond": [0]}
+    with torch.no_grad():
+        return patcher.model_options["model_function_wrapper"](patcher.model.apply_model, args)
+
+
+def test_lowvram_offloaded_lora_weights():
+    """ComfyUI's lowvram load leaves weights unpatched and applies LoRA patches while casting each layer
+    (weight_function): NASA's negative must get the LoRA too, and must not reuse K/V across such calls."""
+    base = tk.tiny_unet_patcher(seed=0)
+    model = apply_nasa(with_lora(base, lora_diffs(base)), tk.text(2), 0.5)
+    run = model.model_options["model_function_wrapper"]
+    x, sigma, ctx = torch.randn(1, 4, 8, 8), torch.tensor([3.0]), tk.text(1)
+    cpu = torch.device("cpu")
+    try:
+        model.patch_model(cpu, lowvram_model_memory=1)  # partial load: every layer cast on the fly
+        k_layers = [m for n, m in base.model.named_modules() if n.endswith("attn2.to_k")]
+        assert all(getattr(m, "weight_function", None) for m in k_layers)
+        before = run.cache.computed
+        low_a = call_like_the_sampler(model, x, sigma, ctx)
+        low_b = call_like_the_sampler(model, x, sigma, ctx)
+        assert run.cache.computed - before == 2 * len(k_layers)  # recomputed per call under weight_function
+    finally:
+        model.unpatch_model(cpu)
+    try:
+        model.patch_model(cpu)  # full load: LoRA merged into the weights
+        full = call_like_the_sampler(model, x, sigma, ctx)
+    finally:
+        model.unpatch_model(cpu)
+    assert torch.equal(low_a, low_b)
+    assert torch.allclose(low_a, full, rtol=1e-4, atol=1e-4)
