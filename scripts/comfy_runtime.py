@@ -1,35 +1,9 @@
-"""Find a real ComfyUI for the scripts (demo, benchmarks): the tree at COMFYUI_PATH, else the PyPI copy
-in .deps/comfy_pypi that scripts/setup.sh installs. Runs it on the CPU unless a GPU is there, and
-imports this pack the way ComfyUI does, as package ``comfyui_nasa``."""
+"""Scripts and tests start ComfyUI through the pack's own runtime helper (nasa_core/runtime.py)."""
 import importlib.util
-import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def setup_comfy(cpu: bool = None):
-    path = os.environ.get("COMFYUI_PATH")
-    if path:
-        sys.path.insert(0, str(Path(path).resolve()))
-    elif (ROOT / ".deps" / "comfy_pypi").is_dir():
-        sys.path.append(str(ROOT / ".deps" / "comfy_pypi"))
-    import torch
-    if cpu is None:
-        cpu = not torch.cuda.is_available()
-    argv = sys.argv
-    sys.argv = [argv[0]] + (["--cpu"] if cpu else []) + ["--use-pytorch-cross-attention"]
-    try:
-        import comfy.options
-        comfy.options.enable_args_parsing()
-        import comfy.model_management  # noqa: F401  (parses the arguments above)
-    finally:
-        sys.argv = argv
-    if "comfyui_nasa" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("comfyui_nasa", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_nasa"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["comfyui_nasa"]
+_spec = importlib.util.spec_from_file_location("_nasa_runtime", ROOT / "nasa_core" / "runtime.py")
+_runtime = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_runtime)
+setup_comfy = _runtime.setup_comfy

@@ -1,0 +1,38 @@
+"""Start a real ComfyUI runtime for the command-line tools (trainers, demo, benchmarks) when they run
+outside ComfyUI: the tree at COMFYUI_PATH, else the PyPI copy in .deps/comfy_pypi that scripts/setup.sh
+installs. Inside ComfyUI none of this runs: ComfyUI has already set itself up."""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_comfy(cpu=None, import_pack: bool = True):
+    """Make ``comfy`` importable, parse ComfyUI's arguments (CPU unless a GPU is there, PyTorch attention),
+    and import this pack as package ``comfyui_nasa``, the way ComfyUI imports a custom node folder."""
+    if "comfy.model_management" not in sys.modules:
+        path = os.environ.get("COMFYUI_PATH")
+        if path:
+            sys.path.insert(0, str(Path(path).resolve()))
+        elif (ROOT / ".deps" / "comfy_pypi").is_dir():
+            sys.path.append(str(ROOT / ".deps" / "comfy_pypi"))
+        import torch
+        if cpu is None:
+            cpu = not torch.cuda.is_available()
+        argv = sys.argv
+        sys.argv = [argv[0]] + (["--cpu"] if cpu else []) + ["--use-pytorch-cross-attention"]
+        try:
+            import comfy.options
+            comfy.options.enable_args_parsing()
+            import comfy.model_management  # noqa: F401  (parses the arguments above)
+        finally:
+            sys.argv = argv
+    if import_pack and "comfyui_nasa" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("comfyui_nasa", ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["comfyui_nasa"] = module
+        spec.loader.exec_module(module)
+    return sys.modules.get("comfyui_nasa")

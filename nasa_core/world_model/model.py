@@ -1,0 +1,239 @@
+"""The bundled world model as ComfyUI objects: a real ``UNetModel`` (SD-style, cross-attention) over a
+lossless "latent", a small text encoder over ComfyUI's own CLIP tokenizer, and a VAE that is exact.
+
+Why pixel space folded 8x8 (space-to-depth) instead of a learned VAE: a 64x64 RGB image becomes an
+8x8x192 latent, so ComfyUI's usual "latent = image / 8" holds (the stock Empty Latent Image at 64x64
+works), the UNet runs on 8x8 positions (cheap on a CPU), and decoding is exact, so every pixel the
+attribute reader looks at was produced by the diffusion model, not by a decoder.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+import comfy.latent_formats
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.sd1_clip
+import comfy.supported_models_base
+import comfy.utils
+
+FOLD = 8
+IMAGE_SIZE = 64
+LATENT_CHANNELS = 3 * FOLD * FOLD  # 192
+TEXT_WIDTH = 128
+MAX_TOKENS = 77
+
+UNET_CONFIG = dict(
+    use_checkpoint=False, image_size=IMAGE_SIZE // FOLD, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+    model_channels=64, num_res_blocks=[1, 1], channel_mult=[1, 2], transformer_depth=[1, 1],
+    transformer_depth_output=[1, 1, 1, 1], transformer_depth_middle=1, num_head_channels=32,
+    context_dim=TEXT_WIDTH, use_linear_in_transformer=True, use_spatial_transformer=True, legacy=False,
+    adm_in_channels=None, dtype=torch.float32,
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Latent: lossless space-to-depth
+
+
+def fold(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> [B, 192, H/8, W/8]."""
+    return torch.nn.functional.pixel_unshuffle(images, FOLD)
+
+
+def unfold(latent: torch.Tensor) -> torch.Tensor:
+    """[B, 192, h, w] -> [B, 3, 8h, 8w]."""
+    return torch.nn.functional.pixel_shuffle(latent, FOLD)
+
+
+class FoldedPixels(comfy.latent_formats.LatentFormat):
+    latent_channels = LATENT_CHANNELS
+    scale_factor = 1.0
+
+
+class FoldVAE:
+    """What ComfyUI's VAE Decode / VAE Encode nodes call: decode(latent) -> [B, H, W, 3] in [0, 1];
+    encode(pixels [B, H, W, 3] in [0, 1]) -> latent. Exact both ways."""
+
+    latent_channels = LATENT_CHANNELS
+    downscale_ratio = FOLD
+    upscale_ratio = FOLD
+    output_channels = 3
+
+    def decode(self, samples: torch.Tensor, **kwargs) -> torch.Tensor:
+        images = unfold(samples.float().cpu()).clamp(-1, 1)
+        return ((images + 1) / 2).movedim(1, -1)
+
+    def encode(self, pixels: torch.Tensor, **kwargs) -> torch.Tensor:
+        pixels = pixels[..., :3].float().cpu()
+        h, w = pixels.shape[1] // FOLD * FOLD, pixels.shape[2] // FOLD * FOLD
+        return fold(pixels[:, :h, :w].movedim(-1, 1) * 2 - 1)
+
+    def spacial_compression_decode(self):
+        return FOLD
+
+    def spacial_compression_encode(self):
+        return FOLD
+
+    def memory_used_decode(self, shape, dtype):
+        return 0
+
+    def memory_used_encode(self, shape, dtype):
+        return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Text: ComfyUI's CLIP tokenizer, a small transformer encoder
+
+
+def clip_tokenizer_path() -> str:
+    return os.path.join(os.path.dirname(os.path.realpath(comfy.sd1_clip.__file__)), "sd1_tokenizer")
+
+
+class WorldTokenizer(comfy.sd1_clip.SDTokenizer):
+    """ComfyUI's SD1 CLIP tokenizer (BPE vocab shipped with ComfyUI), 77 tokens, for the world's encoder."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}, **kwargs):
+        super().__init__(tokenizer_path=clip_tokenizer_path(), embedding_directory=embedding_directory,
+                         embedding_size=TEXT_WIDTH, embedding_key="nasa_world", tokenizer_data=tokenizer_data)
+
+    def ids(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids [N, 77] of plain texts (weights ignored), as the encoder sees them in ComfyUI."""
+        return torch.tensor([[int(t[0]) for t in self.tokenize_with_weights(text)[0]] for text in texts])
+
+
+class WorldTextEncoder(nn.Module):
+    """Token ids -> [B, 77, 128]. CLIP's 49408-token vocabulary is mapped to the few hundred ids the
+    world's captions use (``vocab``); any other token shares one 'unknown' embedding."""
+
+    def __init__(self, vocab: Sequence[int], width: int = TEXT_WIDTH, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.register_buffer("vocab", torch.tensor(sorted(set(int(v) for v in vocab)), dtype=torch.long))
+        self.embed = nn.Embedding(len(self.vocab) + 1, width)
+        self.position = nn.Parameter(torch.randn(MAX_TOKENS, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def compact(self, ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.searchsorted(self.vocab, ids).clamp(max=len(self.vocab) - 1)
+        known = self.vocab[pos] == ids
+        return torch.where(known, pos + 1, torch.zeros_like(pos))  # 0 = unknown
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(self.compact(ids)) + self.position[: ids.shape[1]]
+        return self.norm(self.encoder(x))
+
+
+class WorldClipModel(nn.Module):
+    """The ``cond_stage_model`` ComfyUI's CLIP object drives (CLIP Text Encode and friends)."""
+
+    def __init__(self, device=None, dtype=None, model_options={}, encoder: Optional[WorldTextEncoder] = None, **kwargs):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else WorldTextEncoder([])
+        self.dtypes = {torch.float32}
+
+    def reset_clip_options(self):
+        pass
+
+    def set_clip_options(self, options):
+        pass
+
+    def encode_token_weights(self, token_weight_pairs):
+        ids = torch.tensor([[int(t[0]) for t in batch] for batch in token_weight_pairs], dtype=torch.long)
+        device = self.encoder.position.device
+        with torch.no_grad():
+            cond = self.encoder(ids.to(device)).float()
+        cond = cond.reshape(1, -1, cond.shape[-1])  # long prompts: 77-token chunks side by side, as ComfyUI does
+        return cond, cond.mean(dim=1)
+
+    def load_sd(self, sd):
+        return self.encoder.load_state_dict(sd, strict=False)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The diffusion model
+
+
+class NASAWorld(comfy.supported_models_base.BASE):
+    """ComfyUI model config for the bundled world model: SD-style EPS model, folded-pixel latent."""
+
+    unet_config = {}
+    unet_extra_config = {}
+    latent_format = FoldedPixels
+    memory_usage_factor = 1.0
+    supported_inference_dtypes = [torch.float32]
+
+    def inpaint_model(self):
+        return False  # ComfyUI takes any UNet with more than 4 input channels for an inpainting model
+
+    def clip_target(self, state_dict={}):
+        return comfy.supported_models_base.ClipTarget(WorldTokenizer, WorldClipModel)
+
+
+def build_unet_model(seed: Optional[int] = None):
+    """A fresh ComfyUI BaseModel (UNetModel inside) with the world config; random init when seeded."""
+    model = NASAWorld(dict(UNET_CONFIG)).get_model({})
+    if seed is not None:
+        init_unet(model.diffusion_model, seed)
+    return model
+
+
+def init_unet(unet: nn.Module, seed: int):
+    """ComfyUI's ops skip weight init; give the UNet a standard one (zero output layers, as SD does)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.ones_like(p) if ("norm" in name and name.endswith("weight")) else torch.zeros_like(p))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * math.sqrt(1.0 / p[0].numel()))
+        for m in unet.modules():  # zero the last conv of each residual branch and the output: stable start
+            if type(m).__name__ == "ResBlock":
+                nn.init.zeros_(m.out_layers[-1].weight)
+        nn.init.zeros_(unet.out[-1].weight)
+
+
+def world_vocab(tokenizer: WorldTokenizer, texts: Sequence[str]) -> List[int]:
+    ids = tokenizer.ids(list(texts))
+    return sorted(set(ids.flatten().tolist()))
+
+
+def save_world_checkpoint(path: str, unet_state: Dict[str, torch.Tensor], encoder_state: Dict[str, torch.Tensor],
+                          metadata: Optional[Dict[str, str]] = None, dtype=torch.float16):
+    """One safetensors file: 'model.*' UNet weights, 'text.*' encoder weights, written atomically."""
+    sd = {f"model.{k}": (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in unet_state.items()}
+    sd.update({f"text.{k}": (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in encoder_state.items()})
+    tmp = f"{path}.tmp"
+    comfy.utils.save_torch_file(sd, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_world_checkpoint(path: str):
+    """(MODEL, CLIP, VAE) for ComfyUI from a world checkpoint file."""
+    sd = comfy.utils.load_torch_file(path, safe_load=True)
+    unet_sd = {k[len("model."):]: v.float() for k, v in sd.items() if k.startswith("model.")}
+    text_sd = {k[len("text."):]: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k.startswith("text.")}
+    if not unet_sd or "vocab" not in text_sd:
+        raise ValueError(f"{path} is not a NASA world-model checkpoint (needs 'model.*' and 'text.*' tensors)")
+    model = build_unet_model()
+    missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the world UNet: missing {missing[:3]}..., unexpected {unexpected[:3]}...")
+    encoder = WorldTextEncoder(text_sd["vocab"].tolist())
+    encoder.load_state_dict(text_sd)
+    encoder.eval()
+    device = comfy.model_management.get_torch_device()
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=device,
+                                               offload_device=comfy.model_management.unet_offload_device())
+    target = comfy.supported_models_base.ClipTarget(WorldTokenizer, WorldClipModel)
+    target.params = {"encoder": encoder}
+    clip = comfy.sd.CLIP(target=target, embedding_directory=None)
+    return patcher, clip, FoldVAE()

@@ -1,0 +1,254 @@
+"""Train the bundled world teacher: ComfyUI's UNetModel + the small text encoder, epsilon prediction on the
+synthetic world (nasa_core.world), on a CPU.
+
+    python -m nasa_core.world_model.train --out runs/world_teacher --steps 6000
+    python -m nasa_core.world_model.train --out runs/world_teacher --steps 8000 --resume   # continue
+    python -m nasa_core.world_model.train --out runs/world_teacher --export models/nasa_world_teacher.safetensors
+
+Every batch is a pure function of (seed, step) and the noise of step s comes from a generator seeded by
+(seed, s), so a resumed run continues bit for bit. Checkpoints are written atomically; the exported model is
+the EMA of the weights, in fp16.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/world_teacher"
+    steps: int = 6000
+    batch: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    p_name: float = 0.5
+    seed: int = 0
+    ckpt_every: int = 250
+    sample_every: int = 500
+    threads: int = 2
+
+    def check(self):
+        if self.steps < 1 or self.batch < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"bad configuration: {self}")
+        if not 0 <= self.caption_dropout < 1 or not 0 < self.p_name <= 1:
+            raise ValueError(f"caption_dropout must be in [0, 1) and p_name in (0, 1]: {self}")
+
+
+SAMPLE_PROMPTS = ["a red circle", "a large blue square on a white background", "two yellow triangles",
+                  "a small green shape on the left", "a shape", "a circle on a gray background",
+                  "a triangle in the center", "two squares on a black background"]
+
+
+def vocabulary_texts(seed: int = 12345, n: int = 4000) -> List[str]:
+    """Every word the world's captions (and the benchmark's prompts and negatives) can use."""
+    from .. import world
+    gen = torch.Generator().manual_seed(seed)
+    attrs = world.sample_attributes(gen, n)
+    texts = [world.caption_all(a) for a in attrs] + [world.caption(a, gen) for a in attrs]
+    words = [str(w) for values in world.VOCAB.values() for w in values]
+    texts += words + ["one", "two", "shape", "shapes", "background", "on the left", "in the center",
+                      "on the right", "circles", "squares", "triangles"]
+    return texts
+
+
+def autograd_safe_context():
+    """The November-2024 ComfyUI adds residuals in place inside BasicTransformerBlock (``x += n``) after a
+    LayerNorm saved ``x`` for backward, which autograd refuses. There, give autograd its own copies of the
+    tensors it saves (more memory, same numbers); on newer ComfyUI, nothing."""
+    import contextlib
+    import inspect
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+    if "x += n" not in inspect.getsource(BasicTransformerBlock.forward):
+        return contextlib.nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t)
+
+
+class WorldTrainer:
+    def __init__(self, cfg: TrainConfig):
+        from . import model as wm
+        cfg.check()
+        self.cfg = cfg
+        self.wm = wm
+        torch.set_num_threads(cfg.threads)
+        self.tokenizer = wm.WorldTokenizer()
+        self.base = wm.build_unet_model(seed=cfg.seed)
+        self.unet = self.base.diffusion_model
+        torch.manual_seed(cfg.seed)  # the text encoder's init
+        self.encoder = wm.WorldTextEncoder(wm.world_vocab(self.tokenizer, vocabulary_texts()))
+        self.ema_unet = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
+        self.ema_text = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
+        params = list(self.unet.parameters()) + list(self.encoder.parameters())
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        sigmas = self.base.model_sampling.sigmas.float()
+        self.alphas_cumprod = 1.0 / (1.0 + sigmas ** 2)
+        self._ids = {}
+
+    # -- data
+    def token_ids(self, captions: List[str]) -> torch.Tensor:
+        missing = [c for c in set(captions) if c not in self._ids]
+        if missing:
+            for c, ids in zip(missing, self.tokenizer.ids(missing)):
+                self._ids[c] = ids
+        return torch.stack([self._ids[c] for c in captions])
+
+    def batch(self, step: int):
+        from .. import world
+        images, _, captions = world.batch_for_step(self.cfg.seed, step, self.cfg.batch, p_name=self.cfg.p_name)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+        drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
+        noise = torch.randn(images.shape[0], self.wm.LATENT_CHANNELS, images.shape[2] // self.wm.FOLD,
+                            images.shape[3] // self.wm.FOLD, generator=g)
+        return self.wm.fold(images), captions, t, noise
+
+    # -- one step
+    def loss(self, x0, captions, t, noise):
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        context = self.encoder(self.token_ids(captions))
+        pred = self.unet(xt, t.float(), context=context)
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    def lr_at(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, self.cfg.warmup))
+        return self.cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.cfg.steps)))
+
+    def train_step(self) -> float:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        with autograd_safe_context():
+            loss = self.loss(*self.batch(self.step))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; last good checkpoint: "
+                                     f"{Path(self.cfg.out) / 'checkpoint.pt'}")
+        self.opt.zero_grad(set_to_none=True)
+        with autograd_safe_context():
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(self.unet.parameters()) + list(self.encoder.parameters()), 1.0)
+        self.opt.step()
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for ema, live in ((self.ema_unet, self.unet.state_dict()), (self.ema_text, self.encoder.state_dict())):
+                for k, v in live.items():
+                    if v.is_floating_point():
+                        ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+                    else:
+                        ema[k].copy_(v)
+        self.step += 1
+        return loss.item()
+
+    # -- persistence
+    def state(self):
+        return {"config": dataclasses.asdict(self.cfg), "step": self.step, "unet": self.unet.state_dict(),
+                "encoder": self.encoder.state_dict(), "ema_unet": self.ema_unet, "ema_text": self.ema_text,
+                "opt": self.opt.state_dict()}
+
+    def save(self):
+        out = Path(self.cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "checkpoint.pt.tmp"
+        torch.save(self.state(), tmp)
+        os.replace(tmp, out / "checkpoint.pt")
+
+    def load(self, path: Path):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or foreign file
+            raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+        for key in ("unet", "encoder", "ema_unet", "ema_text", "opt", "step", "config"):
+            if key not in state:
+                raise ValueError(f"{path} is not a world-teacher checkpoint (no '{key}')")
+        saved = {k: v for k, v in state["config"].items() if k not in ("steps", "out", "ckpt_every", "sample_every", "threads")}
+        mine = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k in saved}
+        if saved != mine:
+            diff = {k: (saved[k], mine[k]) for k in saved if saved[k] != mine[k]}
+            raise ValueError(f"checkpoint {path} was trained with other settings (saved, given): {diff}")
+        self.unet.load_state_dict(state["unet"])
+        self.encoder.load_state_dict(state["encoder"])
+        self.ema_unet, self.ema_text = state["ema_unet"], state["ema_text"]
+        self.opt.load_state_dict(state["opt"])
+        self.step = state["step"]
+
+    def export(self, path: str):
+        cfg = json.dumps(dataclasses.asdict(self.cfg))
+        self.wm.save_world_checkpoint(path, self.ema_unet, self.ema_text,
+                                      metadata={"nasa_world_train_config": cfg, "step": str(self.step),
+                                                "command": "python -m nasa_core.world_model.train " + " ".join(sys.argv[1:])})
+
+    def sample_grid(self, path: Path, steps: int = 20, cfg_scale: float = 3.0):
+        """The fixed prompts, sampled with the EMA weights through ComfyUI's sampler."""
+        from .sampling import sample_images, save_grid
+        tmp = Path(self.cfg.out) / "_ema.safetensors"
+        self.export(str(tmp))
+        images = sample_images(str(tmp), SAMPLE_PROMPTS, steps=steps, cfg=cfg_scale, seed=0)
+        tmp.unlink()
+        save_grid(images, path, columns=4)
+
+
+def main(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(prog="python -m nasa_core.world_model.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"(default {f.default})")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--export", default=None, help="write the EMA weights as a ComfyUI-loadable safetensors file and stop")
+    args = p.parse_args(argv)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+    from ..runtime import setup_comfy
+    setup_comfy(import_pack=False)
+    from tqdm import tqdm
+    trainer = WorldTrainer(cfg)
+    out = Path(cfg.out)
+    ckpt = out / "checkpoint.pt"
+    if args.resume or args.export:
+        if not ckpt.exists():
+            raise SystemExit(f"no checkpoint at {ckpt} to resume from")
+        trainer.load(ckpt)
+    if args.export:
+        trainer.export(args.export)
+        print(f"exported step {trainer.step} EMA weights to {args.export}")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    log_path = out / "loss.csv"
+    new_log = not log_path.exists() or trainer.step == 0
+    with open(log_path, "w" if new_log else "a", newline="") as f:
+        writer = csv.writer(f)
+        if new_log:
+            writer.writerow(["step", "loss", "lr", "seconds"])
+        bar = tqdm(total=cfg.steps, initial=trainer.step, desc="world teacher", dynamic_ncols=True)
+        t0 = time.time()
+        while trainer.step < cfg.steps:
+            loss = trainer.train_step()
+            writer.writerow([trainer.step, f"{loss:.5f}", f"{trainer.lr_at(trainer.step - 1):.2e}", f"{time.time() - t0:.1f}"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if trainer.step % cfg.ckpt_every == 0 or trainer.step == cfg.steps:
+                f.flush()
+                trainer.save()
+            if cfg.sample_every and trainer.step % cfg.sample_every == 0:
+                trainer.sample_grid(out / f"samples_{trainer.step:06d}.png")
+        bar.close()
+    print(f"done at step {trainer.step}; checkpoint {ckpt}")
+
+
+if __name__ == "__main__":
+    main()
