@@ -45,7 +45,7 @@ def live_comfy_nodes():
 @functools.lru_cache(maxsize=None)
 def load_specs() -> dict:
     """node type -> {"inputs": [[name, type, options, required], ...], "outputs": [type, ...]}."""
-    from comfyui_nasa.nodes.nasa_nodes import NODE_CLASS_MAPPINGS as PACK
+    from comfyui_nasa.nodes import NODE_CLASS_MAPPINGS as PACK
     nodes = live_comfy_nodes()
     if nodes is not None:
         stock = specs_tool.stock_specs(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_CLASS_MAPPINGS)
@@ -285,7 +285,8 @@ def test_note_names_the_model_files_and_a_starting_alpha(path):
     files = [v for n in graph["nodes"] for v in n.get("widgets_values", []) if isinstance(v, str)
              and v.endswith(MODEL_FILE_EXTENSIONS)]
     assert files and all(f in notes[0] for f in files)
-    assert "huggingface.co/" in notes[0] and "Alpha: " in notes[0]
+    bundled = any(n["type"] == "LoadNASAWorldModel" for n in graph["nodes"])
+    assert ("models/ folder" if bundled else "huggingface.co/") in notes[0] and "Alpha: " in notes[0]
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
@@ -298,7 +299,7 @@ def test_sampler_gets_a_nasa_patched_model_and_a_nasa_negative(path):
     [sampler] = [n for n in prompt.values() if n["class_type"] == "KSampler"]
     patch = source(sampler, "model")
     assert patch["class_type"] in ("ApplyNASAModelPatch", "ApplyNASAModelPatchAdvanced")
-    assert source(patch, "model")["class_type"] in ("CheckpointLoaderSimple", "LoraLoaderModelOnly")
+    assert source(patch, "model")["class_type"] in ("CheckpointLoaderSimple", "LoraLoaderModelOnly", "LoadNASAWorldModel")
     positive = source(sampler, "positive")
     negatives = [source(n, "nasa_negative") for n in (patch, positive) if "nasa_negative" in n["inputs"]]
     assert len(negatives) == 1, "one NASA negative: model-wide or carried by the prompt, not both or neither"
