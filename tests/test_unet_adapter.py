@@ -231,3 +231,14 @@ def test_nasa_twice_chains(model):
 
 def test_adapter_reports_the_family(model):
     assert adapter_for(model).family.startswith("UNet")
+
+
+def test_model_loaded_and_sampled_under_inference_mode():
+    """ComfyUI's executor runs every node under torch.inference_mode, so weights have no version counter."""
+    with torch.inference_mode():
+        model = tk.tiny_unet_patcher(seed=3)
+        patched = apply_nasa(model, tk.text(2), 0.5)
+        base = tk.sample(model, tk.conditioning(1), steps=2)
+        out = tk.sample(patched, tk.conditioning(1), steps=2)
+    assert (out - base).abs().max() > 1e-2
+    assert nasa_run(patched).cache.computed == 7  # still projected once per layer

@@ -118,6 +118,12 @@ class _CacheEntry:
     v: torch.Tensor
 
 
+def _version(t: torch.Tensor) -> int:
+    """In-place change counter; tensors made under torch.inference_mode (as ComfyUI's executor loads models)
+    have none, and there the weak identity and the loaded patch set (``weights_token``) carry the check."""
+    return -1 if t.is_inference() else t._version
+
+
 def _weight_identity(linear) -> Optional[Tuple]:
     """Identity of a projection's effective weight, or None when ComfyUI recomputes it per call
     (lowvram LoRA patches applied while casting): then nothing may be cached. Weak references, not id():
@@ -125,13 +131,13 @@ def _weight_identity(linear) -> Optional[Tuple]:
     if getattr(linear, "weight_function", None) or getattr(linear, "bias_function", None):
         return None
     tensors = [linear.weight] + ([linear.bias] if getattr(linear, "bias", None) is not None else [])
-    return tuple((weakref.ref(t), t._version, t.device, t.dtype) for t in tensors)
+    return tuple((weakref.ref(t), _version(t), t.device, t.dtype) for t in tensors)
 
 
 def _same_weights(cached: Tuple, linear) -> bool:
     tensors = [linear.weight] + ([linear.bias] if getattr(linear, "bias", None) is not None else [])
     return len(cached) == len(tensors) and all(
-        ref() is t and version == t._version and device == t.device and dtype == t.dtype
+        ref() is t and version == _version(t) and device == t.device and dtype == t.dtype
         for (ref, version, device, dtype), t in zip(cached, tensors))
 
 
