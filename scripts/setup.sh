@@ -9,6 +9,9 @@ pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || pip_install "torch==2.14.1" "torchvision==0.29.1"
 .venv/bin/python -c "import pytest, torchsde, transformers, kornia, spandrel" 2>/dev/null || pip_install -r requirements-dev.txt
 [ -d .deps/comfy_pypi/comfy ] || pip_install --no-deps --target .deps/comfy_pypi "notcomfy==0.1.0"
+# CLIP's BPE data for the world model's tokenizer where ComfyUI's copy lacks it (the PyPI copy); data only, no deps
+.venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('open_clip') is None)" 2>/dev/null || \
+  pip_install --no-deps "open_clip_torch==3.3.0"
 if [ -n "${COMFYUI_PATH:-}" ] && [ -f "$COMFYUI_PATH/requirements.txt" ]; then
   .venv/bin/python -c "import av, alembic, sqlalchemy, comfy_kitchen, pydantic_settings" 2>/dev/null || \
     pip_install "av>=14.2.0" alembic SQLAlchemy "comfy-kitchen>=0.2.3" "pydantic~=2.0" "pydantic-settings~=2.0" requests

@@ -93,7 +93,58 @@ class FoldVAE:
 
 
 def clip_tokenizer_path() -> str:
-    return os.path.join(os.path.dirname(os.path.realpath(comfy.sd1_clip.__file__)), "sd1_tokenizer")
+    """ComfyUI's own copy of CLIP's tokenizer files. The PyPI copy of ComfyUI lacks them; there the same BPE
+    merges come from the open_clip package's data file (read as data, open_clip is not imported), laid out the
+    way ComfyUI's copy is."""
+    comfy_dir = os.path.join(os.path.dirname(os.path.realpath(comfy.sd1_clip.__file__)), "sd1_tokenizer")
+    if os.path.isfile(os.path.join(comfy_dir, "vocab.json")):
+        return comfy_dir
+    return _tokenizer_from_open_clip()
+
+
+def _bytes_to_unicode() -> Dict[int, str]:
+    """CLIP's reversible byte -> printable-character table (the base of its byte-level BPE)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    chars, extra = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars)))
+
+
+def _tokenizer_from_open_clip() -> str:
+    import gzip
+    import importlib.util
+    import json
+    import tempfile
+    spec = importlib.util.find_spec("open_clip")
+    bpe = os.path.join(list(spec.submodule_search_locations)[0], "bpe_simple_vocab_16e6.txt.gz") if spec else None
+    if bpe is None or not os.path.isfile(bpe):
+        raise FileNotFoundError("CLIP's tokenizer files are missing from this ComfyUI (comfy/sd1_tokenizer) and the "
+                                "open_clip_torch package is not installed to provide them")
+    out = os.path.join(tempfile.gettempdir(), "comfyui-nasa-clip-tokenizer")
+    if not os.path.isfile(os.path.join(out, "vocab.json")):
+        lines = gzip.open(bpe).read().decode("utf-8").split("\n")
+        merges = lines[1:49152 - 256 - 2 + 1]
+        base = list(_bytes_to_unicode().values())
+        vocab = base + [b + "</w>" for b in base] + ["".join(m.split()) for m in merges] + \
+            ["<|startoftext|>", "<|endoftext|>"]
+        os.makedirs(out, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=out)
+        with open(os.path.join(tmp, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+        with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump({tok: i for i, tok in enumerate(vocab)}, f)
+        with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+                       "unk_token": "<|endoftext|>", "model_max_length": 77, "do_lower_case": True}, f)
+        for name in ("merges.txt", "tokenizer_config.json", "vocab.json"):  # vocab.json last: it marks completion
+            os.replace(os.path.join(tmp, name), os.path.join(out, name))
+        os.rmdir(tmp)
+    return out
 
 
 class WorldTokenizer(comfy.sd1_clip.SDTokenizer):

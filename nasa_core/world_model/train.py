@@ -54,7 +54,7 @@ SAMPLE_PROMPTS = ["a red circle", "a large blue square on a white background", "
                   "a triangle in the center", "two squares on a black background"]
 
 
-def vocabulary_texts(seed: int = 12345, n: int = 4000) -> List[str]:
+def vocabulary_texts(seed: int = 12345, n: int = 300) -> List[str]:
     """Every word the world's captions (and the benchmark's prompts and negatives) can use."""
     from .. import world
     gen = torch.Generator().manual_seed(seed)

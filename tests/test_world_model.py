@@ -1,0 +1,115 @@
+"""The world teacher: its trainer (resume, atomic checkpoints, clear errors) and the bundled model as a
+ComfyUI MODEL/CLIP/VAE sampled through comfy.sample and patched by the NASA nodes. Nothing is retrained."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfyui_nasa.nasa_core import world
+from comfyui_nasa.nasa_core.world_model import model as wm
+from comfyui_nasa.nasa_core.world_model.train import TrainConfig, WorldTrainer
+from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "models" / "nasa_world_teacher.safetensors"
+
+
+def tiny(tmp_path, **kw):
+    return TrainConfig(out=str(tmp_path), steps=3, batch=2, seed=1, ckpt_every=1, sample_every=0, threads=1,
+                       warmup=1, **kw)
+
+
+def test_fold_vae_is_exact():
+    images, _, _ = world.sample_batch(0, 2)
+    latent = wm.fold(images)
+    assert latent.shape == (2, 192, 8, 8)
+    vae = wm.FoldVAE()
+    decoded = vae.decode(latent)  # [B, H, W, 3] in [0, 1], what VAE Decode returns
+    assert torch.allclose(decoded.movedim(-1, 1) * 2 - 1, images, atol=1e-6)
+    assert torch.allclose(vae.encode(decoded), latent, atol=1e-6)
+
+
+def test_a_training_step_changes_the_weights(tmp_path):
+    trainer = WorldTrainer(tiny(tmp_path))
+    before = {k: v.clone() for k, v in trainer.unet.state_dict().items()}
+    text_before = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
+    loss = trainer.train_step()
+    assert loss > 0 and trainer.step == 1
+    assert any(not torch.equal(before[k], v) for k, v in trainer.unet.state_dict().items())
+    assert any(not torch.equal(text_before[k], v) for k, v in trainer.encoder.state_dict().items() if k != "vocab")
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    straight = WorldTrainer(tiny(tmp_path / "a"))
+    for _ in range(3):
+        straight.train_step()
+    first = WorldTrainer(tiny(tmp_path / "b"))
+    for _ in range(2):
+        first.train_step()
+    first.save()
+    del first  # "killed" after its checkpoint at step 2
+    resumed = WorldTrainer(tiny(tmp_path / "b"))
+    resumed.load(tmp_path / "b" / "checkpoint.pt")
+    assert resumed.step == 2
+    resumed.train_step()
+    for a, b in ((straight.unet, resumed.unet), (straight.encoder, resumed.encoder)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(straight.ema_unet[k], resumed.ema_unet[k]) for k in straight.ema_unet)
+
+
+def test_corrupt_and_mismatched_checkpoints_are_clear_errors(tmp_path):
+    trainer = WorldTrainer(tiny(tmp_path))
+    trainer.save()
+    ckpt = tmp_path / "checkpoint.pt"
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()  # written through a temporary file, then renamed
+    other = WorldTrainer(tiny(tmp_path, lr=1e-3))
+    with pytest.raises(ValueError, match="other settings.*'lr'"):
+        other.load(ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        trainer.load(ckpt)
+    with pytest.raises(ValueError, match="not a NASA world-model checkpoint"):
+        bad = tmp_path / "bad.safetensors"
+        import comfy.utils
+        comfy.utils.save_torch_file({"x": torch.zeros(1)}, str(bad))
+        wm.load_world_checkpoint(str(bad))
+
+
+def test_non_finite_loss_stops_with_the_step_named(tmp_path):
+    trainer = WorldTrainer(tiny(tmp_path))
+    with torch.no_grad():
+        next(trainer.unet.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="at step 0; last good checkpoint"):
+        trainer.train_step()
+
+
+def test_exported_checkpoint_loads_as_comfy_model_clip_vae(tmp_path):
+    trainer = WorldTrainer(tiny(tmp_path))
+    trainer.train_step()
+    path = tmp_path / "world.safetensors"
+    trainer.export(str(path))
+    model, clip, vae = wm.load_world_checkpoint(str(path))
+    cond = encode(clip, "a red circle")
+    assert cond[0][0].shape == (1, 77, wm.TEXT_WIDTH)
+    latents = sample_latents(model, cond, encode(clip, ""), steps=1, cfg=1.0, seed=0, batch=2)
+    assert vae.decode(latents).shape == (2, 64, 64, 3)
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")
+def test_bundled_teacher_draws_what_it_is_asked_and_nasa_removes_the_negative():
+    from comfyui_nasa.nasa_core.adapters import apply_nasa
+    from comfyui_nasa.nodes.world_nodes import LoadNASAWorldModel
+    model, clip, vae = LoadNASAWorldModel().load(BUNDLED.name)
+    empty = encode(clip, "")
+    reads = world.read_attributes(images_from_latents(
+        sample_latents(model, encode(clip, "a large blue square on a white background"), empty, 20, 3.0, 0, 8)))
+    wanted = {"shape": "square", "colour": "blue", "background": "white", "size": "large"}
+    assert sum(world.matches(r, wanted) for r in reads) >= 6
+    shape = encode(clip, "a shape")
+    red = encode(clip, "red")
+    plain = world.read_attributes(images_from_latents(sample_latents(model, shape, empty, 4, 1.0, 0, 16)))
+    nasa = world.read_attributes(images_from_latents(
+        sample_latents(apply_nasa(model, red[0][0], 0.5), shape, empty, 4, 1.0, 0, 16)))
+    assert sum(r["colour"] == "red" for r in nasa) < sum(r["colour"] == "red" for r in plain)
