@@ -1,10 +1,10 @@
-"""The embedded-default demo: NASA on a real ComfyUI UNet, with no downloaded weights.
+"""The embedded-default demo: NASA on a real ComfyUI model, with no downloaded weights.
 
-Until the pack ships its own trained model, the demo builds ComfyUI's SD-style UNetModel at small
-widths with seeded random weights, so what it shows is the mechanics, not pretty pictures: for a few
-prompt/negative pairs it samples none / CFG with the negative / NASA at 1 and 4 steps through
-comfy.sample (as KSampler does), prints how far each moves the result and what each costs per step,
-and writes the latents side by side as a PNG grid.
+With the bundled world model (models/nasa_world_teacher.safetensors, trained here on 64x64 images of
+coloured shapes), it samples a few prompt / negative pairs with none / CFG / NASA at 1, 4 and 20 steps
+through comfy.sample (as KSampler does), prints how many images of each cell are free of the negative's
+attribute (read from the pixels), and writes the images side by side as a PNG grid. Without that file it
+falls back to showing the mechanics on a random-weight UNet.
 
     python scripts/demo.py [--out out/demo_grid.png]
 """
@@ -15,14 +15,60 @@ from pathlib import Path
 from comfy_runtime import ROOT, setup_comfy
 
 
+BUNDLED = ROOT / "models" / "nasa_world_teacher.safetensors"
+WORLD_PAIRS = [("a shape", "red"), ("a shape on a white background", "circle"), ("a large shape", "blue")]
+
+
+def world_demo(args):
+    """The bundled world model: none / CFG / NASA at 1, 4 and 20 steps, 4 images per cell."""
+    import torch
+    from tqdm import tqdm
+
+    from comfyui_nasa.nasa_core import world
+    from comfyui_nasa.nasa_core.adapters import apply_nasa
+    from comfyui_nasa.nasa_core.world_model.model import load_world_checkpoint
+    from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents, save_grid
+
+    model, clip, _ = load_world_checkpoint(str(BUNDLED))
+    empty = encode(clip, "")
+    tiles, lines = [], []
+    cells = [(steps, method) for steps in (1, 4, 20) for method in ("none", "CFG", "NASA")]
+    for pos_text, neg_text in tqdm(WORLD_PAIRS, desc="prompts"):
+        pos, neg = encode(clip, pos_text), encode(clip, neg_text)
+        unwanted = world.attributes_of_prompt(neg_text)
+        row = []
+        for steps, method in cells:
+            base_cfg = args.cfg if steps >= 20 else 1.0
+            m, negative, cfg = {"none": (model, empty, base_cfg), "CFG": (model, neg, args.cfg),
+                                "NASA": (apply_nasa(model, neg[0][0], args.alpha), empty, base_cfg)}[method]
+            images = images_from_latents(sample_latents(m, pos, negative, steps, cfg, args.seed, args.per_cell))
+            free = sum(not world.shows(r, unwanted) for r in world.read_attributes(images))
+            row.append(f"{free}/{len(images)}")
+            tiles.append(images)
+        lines.append((pos_text, neg_text, row))
+    header = " | ".join(f"{m} {s}" for s, m in cells)
+    print(f"\nimages free of the negative (of {args.per_cell} per cell)\nprompt / negative | {header}")
+    for pos_text, neg_text, row in lines:
+        print(f"{pos_text} / {neg_text} | " + " | ".join(row))
+    out = save_grid(torch.cat(tiles), args.out, columns=len(cells) * args.per_cell)
+    print(f"\nrows: {', '.join(f'{p!r} minus {n!r}' for p, n in WORLD_PAIRS)}; columns: " +
+          ", ".join(f"{m} at {s} step{'s' if s > 1 else ''}" for s, m in cells) + f" ({args.per_cell} images each)")
+    print(f"wrote {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "out" / "demo_grid.png"), help="where to write the PNG grid")
     parser.add_argument("--alpha", type=float, default=0.5, help="NASA strength")
-    parser.add_argument("--cfg", type=float, default=4.0, help="CFG scale for the CFG column")
+    parser.add_argument("--cfg", type=float, default=3.0, help="CFG scale for the CFG column")
+    parser.add_argument("--per-cell", type=int, default=4, help="images per cell (world model)")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     setup_comfy()
+    if BUNDLED.exists():
+        return world_demo(args)
+    print(f"{BUNDLED} not found: showing the mechanics on a random-weight UNet instead")
     import torch
     from PIL import Image
     from tqdm import tqdm

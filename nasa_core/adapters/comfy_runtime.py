@@ -207,6 +207,14 @@ class NASACrossAttentionPatch:
             z_neg = negative_attention(q, k_neg, v_neg, heads, attention=attend)
             return steer_away(z_pos, z_neg, state.alpha)
         rows = state.rows
+        start, stop = rows[0], rows[-1] + 1
+        if stop - start == len(rows):  # one contiguous block (CFG's cond chunk): views, no gather
+            z_neg = negative_attention(q[start:stop], k_neg, v_neg, heads, attention=attend)
+            steered = steer_away(z_pos[start:stop], z_neg, state.alpha)
+            if z_pos.requires_grad or self.previous is not None:
+                return torch.cat([z_pos[:start], steered, z_pos[stop:]])
+            z_pos[start:stop] = steered  # z_pos is the fresh output of our own attention call
+            return z_pos
         z_neg = negative_attention(q[rows], k_neg, v_neg, heads, attention=attend)
         out = z_pos.clone()
         out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
