@@ -203,22 +203,21 @@ class NASACrossAttentionPatch:
         state.touched += 1
         if state.neg_rows is not None:
             k_neg, v_neg = k_neg[state.neg_rows], v_neg[state.neg_rows]
-        if state.rows is None:
-            z_neg = negative_attention(q, k_neg, v_neg, heads, attention=attend)
-            return steer_away(z_pos, z_neg, state.alpha)
-        rows = state.rows
-        start, stop = rows[0], rows[-1] + 1
-        if stop - start == len(rows):  # one contiguous block (CFG's cond chunk): views, no gather
-            z_neg = negative_attention(q[start:stop], k_neg, v_neg, heads, attention=attend)
-            steered = steer_away(z_pos[start:stop], z_neg, state.alpha)
-            if z_pos.requires_grad or self.previous is not None:
-                return torch.cat([z_pos[:start], steered, z_pos[stop:]])
-            z_pos[start:stop] = steered  # z_pos is the fresh output of our own attention call
+        rows, batch = state.rows, q.shape[0]
+        if rows is not None and rows != list(range(rows[0], rows[0] + len(rows))):  # scattered rows: gather
+            z_neg = negative_attention(q[rows], k_neg, v_neg, heads, attention=attend)
+            out = z_pos.clone()
+            out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
+            return out
+        lo, n = (0, batch) if rows is None else (rows[0], len(rows))  # all rows, or CFG's contiguous cond chunk
+        z_neg = negative_attention(q.narrow(0, lo, n), k_neg, v_neg, heads, attention=attend)
+        if self.previous is None and not z_pos.requires_grad:
+            # z_pos is the fresh output of our own attention call: subtract in place, one fused pass
+            alpha = state.alpha.to(device=z_pos.device, dtype=z_pos.dtype).reshape(-1, 1, 1)
+            z_pos.narrow(0, lo, n).addcmul_(alpha, z_neg.to(z_pos.dtype), value=-1.0)
             return z_pos
-        z_neg = negative_attention(q[rows], k_neg, v_neg, heads, attention=attend)
-        out = z_pos.clone()
-        out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
-        return out
+        steered = steer_away(z_pos.narrow(0, lo, n), z_neg, state.alpha)
+        return steered if n == batch else torch.cat([z_pos[:lo], steered, z_pos[lo + n:]])
 
 
 # ---------------------------------------------------------------------------------------------------------
