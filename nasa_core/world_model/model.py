@@ -242,8 +242,8 @@ def init_unet(unet: nn.Module, seed: int):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in unet.named_parameters():
-            if p.dim() == 1:
-                p.copy_(torch.ones_like(p) if ("norm" in name and name.endswith("weight")) else torch.zeros_like(p))
+            if p.dim() == 1:  # 1-D weights are the GroupNorm/LayerNorm scales; 1-D biases start at 0
+                p.copy_(torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p))
             else:
                 p.copy_(torch.randn(p.shape, generator=g) * math.sqrt(1.0 / p[0].numel()))
         for m in unet.modules():  # zero the last conv of each residual branch and the output: stable start
