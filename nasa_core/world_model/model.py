@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import comfy.latent_formats
+import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
@@ -214,13 +215,18 @@ class WorldClipModel(nn.Module):
 
 
 class NASAWorld(comfy.supported_models_base.BASE):
-    """ComfyUI model config for the bundled world model: SD-style EPS model, folded-pixel latent."""
+    """ComfyUI model config for the bundled world model: SD-style v-prediction model, folded-pixel latent."""
 
     unet_config = {}
     unet_extra_config = {}
     latent_format = FoldedPixels
     memory_usage_factor = 1.0
     supported_inference_dtypes = [torch.float32]
+
+    def model_type(self, state_dict, prefix=""):
+        # v-prediction: 192 noise channels per position cannot pass through a 64-wide UNet, so epsilon
+        # prediction is capped far from zero; v is about -x0 at high noise, where sampling needs it most
+        return comfy.model_base.ModelType.V_PREDICTION
 
     def inpaint_model(self):
         return False  # ComfyUI takes any UNet with more than 4 input channels for an inpainting model

@@ -1,4 +1,4 @@
-"""Train the bundled world teacher: ComfyUI's UNetModel + the small text encoder, epsilon prediction on the
+"""Train the bundled world teacher: ComfyUI's UNetModel + the small text encoder, v-prediction on the
 synthetic world (nasa_core.world), on a CPU.
 
     python -m nasa_core.world_model.train --out runs/world_teacher --steps 6000
@@ -124,7 +124,8 @@ class WorldTrainer:
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         context = self.encoder(self.token_ids(captions))
         pred = self.unet(xt, t.float(), context=context)
-        return torch.nn.functional.mse_loss(pred, noise)
+        v = a.sqrt() * noise - (1 - a).sqrt() * x0  # the v-prediction target (the model config says V_PREDICTION)
+        return torch.nn.functional.mse_loss(pred, v)
 
     def lr_at(self, step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, self.cfg.warmup))
