@@ -20,14 +20,18 @@ def tiny(tmp_path, **kw):
                        warmup=1, **kw)
 
 
-def test_fold_vae_is_exact():
-    images, _, _ = world.sample_batch(0, 2)
-    latent = wm.fold(images)
-    assert latent.shape == (2, 192, 8, 8)
-    vae = wm.FoldVAE()
+def test_world_vae_round_trip():
+    images, attrs, _ = world.sample_batch(0, 64)
+    latent = wm.to_latent(images)
+    assert latent.shape == (64, 48, 8, 8)
+    vae = wm.WorldVAE()
     decoded = vae.decode(latent)  # [B, H, W, 3] in [0, 1], what VAE Decode returns
-    assert torch.allclose(decoded.movedim(-1, 1) * 2 - 1, images, atol=1e-6)
-    assert torch.allclose(vae.encode(decoded), latent, atol=1e-6)
+    assert decoded.shape == (64, 64, 64, 3)
+    assert torch.allclose(wm.to_latent(wm.from_latent(latent)), latent, atol=1e-5)  # kept frequencies: exact
+    assert (vae.encode(decoded) - latent).abs().mean() < 0.01  # up to VAE Decode's clamp to [0, 1]
+    pixels = decoded.movedim(-1, 1) * 2 - 1
+    assert (pixels - images).abs().mean() < 0.02
+    assert world.read_attributes(pixels) == world.read_attributes(images)  # nothing the reader needs is lost
 
 
 def test_a_training_step_changes_the_weights(tmp_path):

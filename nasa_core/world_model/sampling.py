@@ -28,7 +28,7 @@ def sample_latents(model, positive, negative, steps: int, cfg: float, seed: int,
 
 def images_from_latents(latents: torch.Tensor) -> torch.Tensor:
     """[B, 3, 64, 64] in [-1, 1]."""
-    return wm.unfold(latents.float().cpu()).clamp(-1, 1)
+    return wm.from_latent(latents.float().cpu()).clamp(-1, 1)
 
 
 def sample_images(checkpoint, prompts: Sequence[str], steps: int = 20, cfg: float = 3.0, seed: int = 0,

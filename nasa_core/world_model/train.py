@@ -116,7 +116,7 @@ class WorldTrainer:
         t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
         noise = torch.randn(images.shape[0], self.wm.LATENT_CHANNELS, images.shape[2] // self.wm.FOLD,
                             images.shape[3] // self.wm.FOLD, generator=g)
-        return self.wm.fold(images), captions, t, noise
+        return self.wm.to_latent(images), captions, t, noise
 
     # -- one step
     def loss(self, x0, captions, t, noise):
