@@ -21,7 +21,7 @@ Two parts, one run:
     call (CPU: every allocation and free the CPU allocator reports to torch.profiler with
     profile_memory=True, replayed in time order; CUDA: torch.cuda.max_memory_allocated).
 
-The ComfyUI runtime comes from the pack's nasa_core/runtime.py: the tree in $COMFYUI_PATH if set, else the
+The ComfyUI runtime comes from the pack's nasa_core/comfy_env.py: the tree in $COMFYUI_PATH if set, else the
 PyPI copy in .deps/comfy_pypi. The NASA calls go through apply_nasa and the patched ModelPatcher's model_options exactly
 as comfy.samplers.calc_cond_batch calls them: model_options["model_function_wrapper"](model.apply_model,
 {"input", "timestep", "c": {..., "transformer_options": copy + cond_or_uncond/uuids/sigmas}, "cond_or_uncond"}).
@@ -97,8 +97,8 @@ def parse_args(argv=None):
 
 
 def setup_runtime(device: str):
-    """ComfyUI through the pack's own runtime helper (nasa_core/runtime.py, as scripts/ use it)."""
-    spec = importlib.util.spec_from_file_location("_nasa_runtime", ROOT / "nasa_core" / "runtime.py")
+    """ComfyUI through the pack's own runtime helper (nasa_core/comfy_env.py, as scripts/ use it)."""
+    spec = importlib.util.spec_from_file_location("_nasa_runtime", ROOT / "nasa_core" / "comfy_env.py")
     runtime_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runtime_module)
     runtime_module.setup_comfy(cpu=(device == "cpu"))

@@ -117,3 +117,27 @@ def test_bundled_teacher_draws_what_it_is_asked_and_nasa_removes_the_negative():
     nasa = world.read_attributes(images_from_latents(
         sample_latents(apply_nasa(model, red[0][0], 0.5), shape, empty, 4, 1.0, 0, 16)))
     assert sum(r["colour"] == "red" for r in nasa) < sum(r["colour"] == "red" for r in plain)
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")
+def test_demo_command_runs_end_to_end(tmp_path):
+    import subprocess
+    out = tmp_path / "grid.png"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--out", str(out), "--per-cell", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert out.exists() and out.stat().st_size > 1000
+    assert "images free of the negative" in r.stdout
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")
+def test_removal_table_runs_at_tiny_n(tmp_path):
+    import json
+    import subprocess
+    out = tmp_path / "removal"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "removal_table.py"), "--n", "4", "--steps", "1",
+                        "--pairs", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cells = json.loads(out.with_suffix(".json").read_text())["cells"]
+    assert len(cells) == 2 * 3 and all(0 <= c["free_of_negative"] <= 1 for c in cells)
+    assert out.with_suffix(".md").exists() and (tmp_path / "removal_grid.png").exists()

@@ -213,7 +213,7 @@ def main(argv: Optional[List[str]] = None):
     args = p.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
-    from ..runtime import setup_comfy
+    from ..comfy_env import setup_comfy
     setup_comfy(import_pack=False)
     from tqdm import tqdm
     trainer = WorldTrainer(cfg)
