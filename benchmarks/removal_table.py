@@ -13,7 +13,6 @@ Images are read by the world's pixel-level attribute reader (nasa_core.world.rea
 Writes a markdown table, a JSON file, a bar plot and a grid of the first images of each cell.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from comfy_runtime import setup_comfy  # noqa: E402
+from report import write_report  # noqa: E402
 
 PAIRS = [  # (positive prompt, negative prompt)
     ("a shape", "red"),
@@ -89,15 +89,9 @@ def run(args):
     for c in cells:
         lines.append(f"| {c['positive']} | {c['negative']} | {c['steps']} | {c['method']} | "
                      f"{100 * c['free_of_negative']:.0f}% | {100 * c['keeps_positive']:.0f}% |")
-    table = "\n".join(lines)
-    print("\n" + table)
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(table + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "alpha": args.alpha,
+    out = write_report(args.out, "\n".join(lines), {"checkpoint": str(args.checkpoint), "alpha": args.alpha,
                                                     "kappa": args.kappa, "n": args.n, "seed": args.seed,
-                                                    "seconds": seconds, "cells": cells}, indent=2))
+                                                    "seconds": seconds, "cells": cells})
     save_grid(torch.cat(grid_images), out.with_name(out.name + "_grid.png"), columns=args.grid_per_cell * 3)
     plot(summary, out.with_suffix(".png"))
     print(f"\nwrote {out.with_suffix('.md')}, .json, .png and {out.name}_grid.png ({seconds:.0f} s)")

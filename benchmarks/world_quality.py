@@ -4,13 +4,13 @@ sampled through comfy.sample, read back by the pixel-level reader; per-attribute
     .venv/bin/python benchmarks/world_quality.py --n 200            # the README's figures
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from comfy_runtime import setup_comfy  # noqa: E402
+from report import write_report  # noqa: E402
 
 
 def main(argv=None):
@@ -47,14 +47,8 @@ def main(argv=None):
              "| steps | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
     for steps, acc in results.items():
         lines.append(f"| {steps} | " + " | ".join(f"{100 * acc[k]:.0f}%" for k in keys) + " |")
-    table = "\n".join(lines)
-    print("\n" + table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(table + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "n": args.n,
-                                                    "kappa": args.kappa, "seed": args.seed,
-                                                    "accuracy": {str(k): v for k, v in results.items()}}, indent=2))
+    write_report(args.out, "\n".join(lines), {"checkpoint": str(args.checkpoint), "n": args.n, "kappa": args.kappa,
+                                              "seed": args.seed, "accuracy": {str(k): v for k, v in results.items()}})
 
 
 if __name__ == "__main__":
