@@ -45,7 +45,7 @@ def run(args):
     model, clip, _ = wm.load_world_checkpoint(args.checkpoint)
     empty = encode(clip, "")
     pairs = PAIRS[: args.pairs]
-    rows, cells = [], []
+    cells = []
     grid_images = []
     jobs = [(p, n, s, m) for p, n in pairs for s in args.steps for m in ("none", "CFG", "NASA")]
     t0 = time.time()

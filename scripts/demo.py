@@ -8,7 +8,6 @@ attribute (read from the pixels), and writes the images side by side as a PNG gr
     python scripts/demo.py [--out out/demo_grid.png]
 """
 import argparse
-from pathlib import Path
 
 from comfy_runtime import ROOT, setup_comfy
 

@@ -52,7 +52,7 @@ def test_matches_reference_with_differing_token_counts(tp, tn):
 
 
 def test_per_element_negatives_and_alphas():
-    b, nq, heads, d = 3, 8, 2, 16
+    b, nq, heads = 3, 8, 2
     q, kp, vp = rand(b, nq, 32, seed=1), rand(b, 6, 32, seed=2), rand(b, 6, 32, seed=3)
     kn, vn = rand(b, 4, 32, seed=4), rand(b, 4, 32, seed=5)
     alpha = torch.tensor([0.0, 0.5, 1.5])

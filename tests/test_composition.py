@@ -1,6 +1,5 @@
 """NASA together with what users combine it with: LoRAs (before or after NASA), Perturbed Attention
 Guidance, ControlNet, torch.compile. Real ComfyUI classes throughout."""
-import pytest
 import torch
 
 import comfy.controlnet

@@ -5,8 +5,6 @@ import logging
 import pytest
 import torch
 
-import comfy.model_patcher
-
 import nasa_testkit as tk
 from comfyui_nasa.nasa_core.adapters import apply_nasa, adapter_for
 from comfyui_nasa.nasa_core.adapters.comfy_runtime import NASACrossAttentionPatch, NASARun, wrong_width_message

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,7 +30,7 @@ import torch
 import comfy.conds
 import comfy.ldm.modules.attention as comfy_attention
 
-from ..attention import NASAInputError, check_alpha, match_batch, negative_attention, steer_away
+from ..attention import NASAInputError, check_alpha, negative_attention, steer_away
 
 log = logging.getLogger("comfyui-nasa")
 
@@ -124,18 +124,21 @@ def _version(t: torch.Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
+def _parameters(linear) -> List[torch.Tensor]:
+    return [linear.weight] + ([linear.bias] if getattr(linear, "bias", None) is not None else [])
+
+
 def _weight_identity(linear) -> Optional[Tuple]:
     """Identity of a projection's effective weight, or None when ComfyUI recomputes it per call
     (lowvram LoRA patches applied while casting): then nothing may be cached. Weak references, not id():
     a freed LoRA-patched weight's id can be reused by the next one."""
     if getattr(linear, "weight_function", None) or getattr(linear, "bias_function", None):
         return None
-    tensors = [linear.weight] + ([linear.bias] if getattr(linear, "bias", None) is not None else [])
-    return tuple((weakref.ref(t), _version(t), t.device, t.dtype) for t in tensors)
+    return tuple((weakref.ref(t), _version(t), t.device, t.dtype) for t in _parameters(linear))
 
 
 def _same_weights(cached: Tuple, linear) -> bool:
-    tensors = [linear.weight] + ([linear.bias] if getattr(linear, "bias", None) is not None else [])
+    tensors = _parameters(linear)
     return len(cached) == len(tensors) and all(
         ref() is t and version == _version(t) and device == t.device and dtype == t.dtype
         for (ref, version, device, dtype), t in zip(cached, tensors))
@@ -237,7 +240,7 @@ class NASARun:
         self.previous_wrapper = previous_wrapper
         self.state_key = f"nasa_state_{uuid.uuid4().hex[:8]}"  # own key: two NASA patches can be chained
         self.cache = NegativeKVCache()
-        self._model_negative_on: Dict[Tuple, torch.Tensor] = {}
+        self._model_negative_on: Optional[torch.Tensor] = None  # the model-wide negative on the last device used
         self._last_prompt_negative: Optional[torch.Tensor] = None
         self.calls_applied = 0
         self.warned = False
@@ -264,11 +267,9 @@ class NASARun:
         return neg
 
     def _model_negative(self, device) -> torch.Tensor:
-        key = (device,)
-        t = self._model_negative_on.get(key)
-        if t is None:
-            t = self.settings.negative.to(device)
-            self._model_negative_on = {key: t}
+        t = self._model_negative_on
+        if t is None or t.device != device:
+            t = self._model_negative_on = self.settings.negative.to(device)
         return t
 
     def _in_window(self, timestep: torch.Tensor) -> bool:
