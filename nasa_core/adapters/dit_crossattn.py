@@ -1,0 +1,231 @@
+"""What the PixArt and Wan adapters share: DiTs whose text cross-attention is a module of its own.
+
+In both families each block holds a cross-attention module (``blocks.<i>.cross_attn``) fed by the text after the
+model's caption embedder (a small MLP from T5's 4096 to the model width). ComfyUI offers no replace slot inside
+that module, so NASA goes in as an object patch (``ModelPatcher.add_object_patch``) of each block's
+``cross_attn``: a ``NASAObjectCrossAttention`` that
+
+* exposes the replaced module's children under the same names, so ComfyUI still finds
+  ``blocks.<i>.cross_attn.<linear>.weight`` for LoRA and offloading, and holds the replaced module itself
+  outside the module tree (it is restored by ComfyUI when the patch comes off);
+* with no NASA decision for this call, just calls the module it replaced (bit-identical);
+* with a decision, computes the query projection once for both halves: Z+ from the positive keys, Z- from
+  the negative's keys, Z+ - alpha * Z- before the output projection (the stock module, exact class only);
+* when another object patch already held the slot, calls it for Z+ (already output-projected) and subtracts
+  alpha * W_out Z- (no bias): the chained occupant keeps working.
+
+The negative goes through the model's own caption embedder once per call, then through each block's own key and
+value projections (Wan: and its key RMSNorm), and both stages are cached between steps while the negative and the
+weights are the same (``DiTNegativeCache``).
+
+The per-call decision (``NASACallState``) comes from ``NASARun``. Wan passes ``transformer_options`` down to the
+cross-attention; PixArt does not, so ``StatePublisher`` (an ``APPLY_MODEL`` wrapper from
+``comfy.patcher_extension``) publishes the decision in a ``ContextVar`` for the duration of the call and resets it
+in ``finally`` (nested and concurrent calls each see their own).
+"""
+from __future__ import annotations
+
+import contextvars
+import weakref
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from ..attention import NASAInputError, negative_attention, steer_away
+from .comfy_runtime import NASACallState, _same_weights, _weight_identity, comfy_attention_fn
+
+# state_key -> NASACallState of the denoiser call in progress (PixArt: no transformer_options inside the blocks)
+_ACTIVE_STATES: contextvars.ContextVar = contextvars.ContextVar("comfyui_nasa_active_states", default=None)
+
+
+def block_group(index: int, depth: int) -> str:
+    """DiTs have no down/middle/up blocks: the first third of the blocks answers to "input", the middle third
+    to "middle", the last third to "output" (the Advanced node's block switches)."""
+    third = index * 3 // max(depth, 1)
+    return ("input", "middle", "output")[min(third, 2)]
+
+
+class StatePublisher:
+    """APPLY_MODEL wrapper: makes the call's NASA decision visible to layers that get no transformer_options."""
+
+    def __init__(self, state_key: str):
+        self.state_key = state_key
+
+    def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+                 **kwargs):
+        state = transformer_options.get(self.state_key)
+        if state is None:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        token = _ACTIVE_STATES.set({**(_ACTIVE_STATES.get() or {}), self.state_key: state})
+        try:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        finally:
+            _ACTIVE_STATES.reset(token)
+
+
+def install_state_publisher(model_patcher, state_key: str):
+    import comfy.patcher_extension
+    model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, f"comfyui_nasa_{state_key}",
+                                       StatePublisher(state_key))
+
+
+def current_state(state_key: str, transformer_options: Optional[dict]) -> Optional[NASACallState]:
+    if transformer_options:
+        state = transformer_options.get(state_key)
+        if state is not None:
+            return state
+    published = _ACTIVE_STATES.get()
+    return published.get(state_key) if published else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The negative's keys and values, cached between steps
+
+
+def weighted_modules(module) -> List[torch.nn.Module]:
+    """The modules of ``module`` (itself included) that carry a weight: what the cache must watch."""
+    return [m for m in module.modules() if isinstance(getattr(m, "weight", None), torch.Tensor)]
+
+
+class _Entry:
+    __slots__ = ("source", "weights", "token", "value")
+
+    def __init__(self, source, weights, token, value):
+        self.source, self.weights, self.token, self.value = source, weights, token, value
+
+
+class DiTNegativeCache:
+    """Two stages, each reused while its input is the same object and the weights it uses are unchanged:
+    the embedded negative (caption embedder, once per model) and each layer's K-/V- (per layer)."""
+
+    def __init__(self):
+        self.entries: Dict[Tuple, _Entry] = {}
+        self.embedded = 0   # caption-embedder runs (tests read them)
+        self.computed = 0   # per-layer K/V projections
+
+    def _get(self, key, source, modules, token, compute: Callable):
+        entry = self.entries.get(key)
+        if entry is not None and entry.source() is source and entry.token == token and \
+                len(entry.weights) == len(modules) and all(_same_weights(w, m) for w, m in zip(entry.weights, modules)):
+            return entry.value
+        value = compute()
+        ids = [_weight_identity(m) for m in modules]
+        if all(i is not None for i in ids):
+            self.entries[key] = _Entry(weakref.ref(source), ids, token, value)
+        else:  # ComfyUI recomputes these weights per call (lowvram LoRA): nothing may be kept
+            self.entries.pop(key, None)
+        return value
+
+    def negative_kv(self, layer_key, state: NASACallState, dtype, device, embedder, embed: Callable,
+                    layer_modules, project: Callable):
+        """(K-, V-) of one layer: ``project(embed(negative))``."""
+        slot = (state.source, device, dtype)
+        if torch.compiler.is_compiling() or not state.cacheable or torch.is_grad_enabled():
+            memo = state.__dict__.setdefault("nasa_embedded_negative", {})  # once per call, not per layer
+            e = memo.get(slot)
+            if e is None:
+                e = memo[slot] = embed(state.negative.to(device=device, dtype=dtype))
+            return project(e)
+
+        def run_embedder():
+            self.embedded += 1
+            return embed(state.negative.to(device=device, dtype=dtype))
+
+        e = self._get(("embedded",) + slot, state.negative, weighted_modules(embedder), state.weights_token,
+                      run_embedder)
+
+        def run_projection():
+            self.computed += 1
+            return project(e)
+
+        return self._get((layer_key,) + slot, e, layer_modules, state.weights_token, run_projection)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Equation 9 on the rows the call state names
+
+
+def steer_rows(z_pos: torch.Tensor, q: torch.Tensor, k_neg: torch.Tensor, v_neg: torch.Tensor, heads: int,
+               state: NASACallState, attend, in_place: bool) -> torch.Tensor:
+    """Z+ - alpha * Z- on the rows ``state`` selects (all, CFG's contiguous cond chunk, or scattered rows)."""
+    if state.neg_rows is not None:
+        k_neg, v_neg = k_neg[state.neg_rows], v_neg[state.neg_rows]
+    rows, batch = state.rows, q.shape[0]
+    if rows is not None and rows != list(range(rows[0], rows[0] + len(rows))):
+        z_neg = negative_attention(q[rows], k_neg, v_neg, heads, attention=attend)
+        out = z_pos.clone()
+        out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
+        return out
+    lo, n = (0, batch) if rows is None else (rows[0], len(rows))
+    z_neg = negative_attention(q.narrow(0, lo, n), k_neg, v_neg, heads, attention=attend)
+    if in_place and not z_pos.requires_grad:
+        alpha = state.alpha.to(device=z_pos.device, dtype=z_pos.dtype).reshape(-1, 1, 1)
+        z_pos.narrow(0, lo, n).addcmul_(alpha, z_neg.to(z_pos.dtype), value=-1.0)
+        return z_pos
+    steered = steer_away(z_pos.narrow(0, lo, n), z_neg, state.alpha)
+    return steered if n == batch else torch.cat([z_pos[:lo], steered, z_pos[lo + n:]])
+
+
+def subtract_projected(out: torch.Tensor, q: torch.Tensor, k_neg, v_neg, heads: int, state: NASACallState, attend,
+                       out_proj) -> torch.Tensor:
+    """``out`` is an occupant's already output-projected Z+: subtract W_out (alpha * Z-) on the selected rows.
+    W_out without its bias: out_proj(y) - out_proj(0), which keeps ComfyUI's casting and LoRA handling."""
+    zeros = torch.zeros_like(q)
+    steered_zero = steer_rows(zeros.clone(), q, k_neg, v_neg, heads, state, attend, in_place=False)  # -alpha*Z-
+    return out + (out_proj(steered_zero) - out_proj(zeros[:, :1]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The object patch
+
+
+class NASAObjectCrossAttention(torch.nn.Module):
+    """Base of the per-family object patches. ``original`` is the family's stock module (its projections are
+    used for the query and the negative), ``previous`` what occupied the slot before (None: the stock module)."""
+
+    def __init__(self, run, cache: DiTNegativeCache, layer_key: str, group: str, original, previous, embedder,
+                 embed: Callable, stock_class: type):
+        super().__init__()
+        occupant = previous if previous is not None else original
+        for name, child in occupant.named_children():  # same state-dict names as without the patch
+            self.add_module(name, child)
+        # outside the module tree: ComfyUI must see one copy of each weight, under the names above
+        object.__setattr__(self, "original", original)
+        object.__setattr__(self, "occupant", occupant)
+        object.__setattr__(self, "embedder", embedder)
+        object.__setattr__(self, "run", run)
+        object.__setattr__(self, "cache", cache)
+        object.__setattr__(self, "embed", embed)  # may be the embedder module itself
+        self.layer_key = layer_key
+        self.group = group
+        self.fast = previous is None and type(original) is stock_class  # else: chain the occupant
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def active_state(self, transformer_options=None) -> Optional[NASACallState]:
+        state = current_state(self.run.state_key, transformer_options)
+        if state is None or self.group not in state.blocks:
+            return None
+        return state
+
+    def check_negative(self, k_neg: torch.Tensor, q: torch.Tensor):
+        if k_neg.shape[-1] != q.shape[-1]:
+            raise NASAInputError(f"layer {self.layer_key}: negative keys of width {k_neg.shape[-1]} do not fit "
+                                 f"queries of width {q.shape[-1]}")
+
+
+def occupants(model_patcher, key: str):
+    """(stock module, current occupant or None) of an object-patch slot of this clone."""
+    import comfy.utils
+    previous = model_patcher.object_patches.get(key)
+    original = model_patcher.object_patches_backup.get(key)
+    if original is None:
+        original = comfy.utils.get_attr(model_patcher.model, key)
+    while isinstance(original, NASAObjectCrossAttention):  # live model still holds another clone's patch
+        original = original.original
+    return original, previous
+
+
+__all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "comfy_attention_fn",
+           "current_state", "install_state_publisher", "occupants", "steer_rows", "subtract_projected"]

@@ -1,0 +1,118 @@
+"""NASA for Wan 2.1 (``comfy.ldm.wan.model.WanModel``, modern ComfyUI only): text-to-video and image-to-video,
+and what is built on them (CausVid and other few-step LoRAs load into the same model).
+
+Each ``WanAttentionBlock.cross_attn`` attends the video tokens (frames x height x width / patch) to the text
+after ``text_embedding`` (T5 4096 -> model width); in I2V it also attends to CLIP-vision image tokens, which come
+first in the context (``context_img_len`` of them, 257 for CLIP-H) through their own ``k_img``/``v_img``.
+NASA subtracts only from the text attention: the image part is added back unchanged.
+
+Hook: an object patch of each block's ``cross_attn`` (see ``dit_crossattn``), not the ``("double_block", i)``
+replace slot. That slot gets the whole block, so NASA would either re-run the block or project the video
+tokens' queries a second time (Q is the dominant cost: 14040 tokens at 480x832x33). Inside ``cross_attn`` the
+query is projected once and serves Z+, Z- (and the image part). Wan passes ``transformer_options`` down to
+the cross-attention, so the call's decision is read from there. The negative's keys go through the block's
+own ``k`` and ``norm_k`` (Wan's key RMSNorm), its values through ``v``, exactly as the positive's.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+
+from .base import NASAAdapter, NASASettings
+from .comfy_runtime import NASARun, install_wrapper
+from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, occupants, steer_rows,
+                            subtract_projected, weighted_modules)
+
+
+def _wan_classes():
+    """(WanModel, WanT2VCrossAttention, WanI2VCrossAttention), or None where this ComfyUI has no Wan."""
+    try:
+        from comfy.ldm.wan.model import WanI2VCrossAttention, WanModel, WanT2VCrossAttention
+    except ImportError:
+        return None
+    return WanModel, WanT2VCrossAttention, WanI2VCrossAttention
+
+
+def _attention_with(transformer_options):
+    import comfy.ldm.wan.model as wan_model  # the attention function Wan's own modules call
+
+    def attend(q, k, v, heads, mask=None):
+        return wan_model.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
+    return attend
+
+
+class WanNASACrossAttention(NASAObjectCrossAttention):
+    """Object patch of one Wan block's ``cross_attn``: forward(x [B, L, C], context [B, (img +) text, C])."""
+
+    def forward(self, x, context, context_img_len=None, transformer_options={}, **kwargs):
+        state = self.active_state(transformer_options)
+        if state is None:
+            return self.occupant(x, context, context_img_len=context_img_len, transformer_options=transformer_options,
+                                 **kwargs)
+        attn = self.original
+        heads = attn.num_heads
+        attend = _attention_with(transformer_options)
+        q = attn.norm_q(attn.q(x))
+        k_neg, v_neg = self.cache.negative_kv(self.layer_key, state, q.dtype, q.device, self.embedder, self.embed,
+                                              weighted_modules(attn.k) + weighted_modules(attn.v)
+                                              + weighted_modules(attn.norm_k), self._project)
+        self.check_negative(k_neg, q)
+        state.touched += 1
+        if not self.fast:
+            out = self.occupant(x, context, context_img_len=context_img_len, transformer_options=transformer_options,
+                                **kwargs)
+            return subtract_projected(out, q, k_neg, v_neg, heads, state, attend, attn.o)
+        image_part = None
+        if self.image_context:  # the first context_img_len tokens are CLIP-vision tokens: left as they are
+            context_img, context = context[:, :context_img_len], context[:, context_img_len:]
+            image_part = attend(q, attn.norm_k_img(attn.k_img(context_img)), attn.v_img(context_img), heads)
+        z = attend(q, attn.norm_k(attn.k(context)), attn.v(context), heads)
+        z = steer_rows(z, q, k_neg, v_neg, heads, state, attend, in_place=True)
+        if image_part is not None:
+            z = z + image_part
+        return attn.o(z)
+
+    def _project(self, embedded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        attn = self.original
+        return attn.norm_k(attn.k(embedded)), attn.v(embedded)
+
+
+class WanAdapter(NASAAdapter):
+    family = "Wan 2.1 (T2V, I2V)"
+
+    def matches(self, model_patcher) -> bool:
+        classes = _wan_classes()
+        if classes is None:
+            return False
+        model = model_patcher.model.diffusion_model
+        # exactly WanModel: VACE, camera, S2V, HuMo and Animate subclasses route other conditioning through
+        # their blocks and are not covered
+        if type(model) is not classes[0]:
+            return False
+        # the stock modules, also while a patched clone of this model is loaded
+        return all(isinstance(occupants(model_patcher, f"diffusion_model.blocks.{i}.cross_attn")[0], classes[1:])
+                   for i in range(len(model.blocks)))
+
+    def context_width(self, model_patcher) -> int:
+        return model_patcher.model.diffusion_model.text_embedding[0].in_features
+
+    def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
+        depth = len(model_patcher.model.diffusion_model.blocks)
+        return [(f"diffusion_model.blocks.{i}.cross_attn", i, block_group(i, depth)) for i in range(depth)
+                if block_group(i, depth) in blocks]
+
+    def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
+        _, t2v, i2v = _wan_classes()
+        embedder = model_patcher.get_model_object("diffusion_model.text_embedding")
+        cache = DiTNegativeCache()
+        layers = self.layers(model_patcher, settings.blocks)
+        for key, index, group in layers:
+            original, previous = occupants(model_patcher, key)
+            stock = type(original) if type(original) in (t2v, i2v) else None
+            patch = WanNASACrossAttention(run, cache, key, group, original, previous, embedder, embedder, stock)
+            patch.image_context = isinstance(original, i2v)
+            model_patcher.add_object_patch(key, patch)
+        run.dit_cache = cache
+        install_wrapper(model_patcher, run)
+        return len(layers)

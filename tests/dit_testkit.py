@@ -1,0 +1,149 @@
+"""Small real PixArt and Wan models (ComfyUI's own classes and model configs) and an independent plain-torch
+reference of NASA cross-attention for them. Modern ComfyUI tree only."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sample
+import comfy.supported_models
+
+from nasa_testkit import init_weights
+
+
+def patcher(model):
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=torch.device("cpu"))
+
+
+def pixart_patcher(hidden_size=96, num_heads=4, depth=3, caption_channels=32, seed=0, model_max_length=8):
+    """PixArt-alpha (micro-conditioning on: hidden_size must divide by 3) through ComfyUI's PixArtAlpha config."""
+    config = comfy.supported_models.PixArtAlpha({
+        "image_model": "pixart_alpha", "hidden_size": hidden_size, "num_heads": num_heads, "depth": depth,
+        "caption_channels": caption_channels, "patch_size": 2, "in_channels": 4,
+        "model_max_length": model_max_length, "micro_condition": True})
+    model = config.get_model({})
+    init_weights(model.diffusion_model, seed)
+    return patcher(model)
+
+
+def wan_patcher(dim=64, num_heads=4, num_layers=3, text_dim=32, seed=0, i2v=False, ffn_dim=128, freq_dim=32):
+    """Wan 2.1 T2V (or I2V: 36 input channels and a CLIP-vision projection) through ComfyUI's WAN21 configs."""
+    unet_config = {"image_model": "wan2.1", "model_type": "i2v" if i2v else "t2v", "dim": dim, "num_heads": num_heads,
+                   "num_layers": num_layers, "ffn_dim": ffn_dim, "freq_dim": freq_dim, "text_dim": text_dim,
+                   "in_dim": 36 if i2v else 16, "out_dim": 16, "patch_size": (1, 2, 2), "window_size": (-1, -1),
+                   "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
+    config_class = comfy.supported_models.WAN21_I2V if i2v else comfy.supported_models.WAN21_T2V
+    config = config_class(unet_config)
+    model = config.get_model({})
+    init_weights(model.diffusion_model, seed)
+    with torch.no_grad():  # Wan's modulation tables start empty; small values keep the tiny model well scaled
+        g = torch.Generator().manual_seed(seed + 1)
+        for name, p in model.diffusion_model.named_parameters():
+            if name.endswith("modulation"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return patcher(model)
+
+
+def clip_vision_output(seed=0, tokens=257, width=1280):
+    """What CLIPVisionEncode hands Wan I2V (only penultimate_hidden_states is read)."""
+    g = torch.Generator().manual_seed(seed)
+    return SimpleNamespace(penultimate_hidden_states=torch.randn(1, tokens, width, generator=g))
+
+
+def sample_latent(model, positive, latent, negative=None, steps=1, cfg=1.0, seed=0, sampler="euler",
+                  scheduler="simple"):
+    noise = comfy.sample.prepare_noise(latent, seed)
+    if negative is None:
+        negative = [[torch.zeros_like(positive[0][0][:1]), {}]]
+    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                               disable_pbar=True, seed=seed)
+
+
+def video_latent(batch=1, frames=3, size=8, channels=16):
+    return torch.zeros(batch, channels, frames, size, size)
+
+
+class Capture:
+    """Records the inputs and the output of a module's calls (forward hook)."""
+
+    def __init__(self, module):
+        self.calls = []
+        self.handle = module.register_forward_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs, output):
+        self.calls.append((args, kwargs, output.detach().clone()))
+
+    def close(self):
+        self.handle.remove()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Plain-torch reference (float64), written from the equations and the layers' weights only
+
+
+def _w(linear):
+    return linear.weight.double(), None if linear.bias is None else linear.bias.double()
+
+
+def linear(x, layer):
+    return F.linear(x.double(), *_w(layer))
+
+
+def rms_norm(x, norm):
+    x = x.double()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight.double()
+
+
+def softmax_attention(q, k, v, heads):
+    """softmax(Q K^T / sqrt(d)) V per head; [B, N, H*D] in and out."""
+    b, n, inner = q.shape
+    d = inner // heads
+    qh = q.reshape(b, n, heads, d).transpose(1, 2)
+    kh = k.reshape(k.shape[0], k.shape[1], heads, d).transpose(1, 2)
+    vh = v.reshape(v.shape[0], v.shape[1], heads, d).transpose(1, 2)
+    weights = torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d), dim=-1)
+    return (weights @ vh).transpose(1, 2).reshape(b, n, inner)
+
+
+def pixart_caption_embed(embedder, text):
+    """CaptionEmbedder at inference: fc1 -> GELU(tanh) -> fc2."""
+    mlp = embedder.y_proj
+    return linear(F.gelu(linear(text, mlp.fc1), approximate="tanh"), mlp.fc2)
+
+
+def pixart_reference(attn, x, cond, neg_embedded, alpha):
+    """One PixArt MultiHeadCrossAttention with NASA: proj(softmax(QK+)V+ - alpha softmax(QK-)V-)."""
+    width, heads = attn.d_model, attn.num_heads
+    q = linear(x, attn.q_linear)
+    kv = linear(cond.reshape(x.shape[0], -1, cond.shape[-1]), attn.kv_linear)
+    kv_neg = linear(neg_embedded, attn.kv_linear).expand(x.shape[0], -1, -1)
+    z = softmax_attention(q, kv[..., :width], kv[..., width:], heads) \
+        - alpha * softmax_attention(q, kv_neg[..., :width], kv_neg[..., width:], heads)
+    return linear(z, attn.proj)
+
+
+def wan_text_embed(model, text):
+    """Wan's text_embedding: Linear -> GELU(tanh) -> Linear."""
+    return linear(F.gelu(linear(text, model.text_embedding[0]), approximate="tanh"), model.text_embedding[2])
+
+
+def wan_reference(attn, x, context, neg_embedded, alpha, context_img_len=None):
+    """One Wan cross-attention with NASA on the text part only; I2V's image tokens (the first context_img_len)
+    attend through k_img/v_img and are added unchanged."""
+    heads = attn.num_heads
+    q = rms_norm(linear(x, attn.q), attn.norm_q)
+    image = 0.0
+    if context_img_len is not None:
+        img, context = context[:, :context_img_len], context[:, context_img_len:]
+        image = softmax_attention(q, rms_norm(linear(img, attn.k_img), attn.norm_k_img), linear(img, attn.v_img), heads)
+    k, v = rms_norm(linear(context, attn.k), attn.norm_k), linear(context, attn.v)
+    k_neg = rms_norm(linear(neg_embedded, attn.k), attn.norm_k).expand(x.shape[0], -1, -1)
+    v_neg = linear(neg_embedded, attn.v).expand(x.shape[0], -1, -1)
+    z = softmax_attention(q, k, v, heads) - alpha * softmax_attention(q, k_neg, v_neg, heads) + image
+    return linear(z, attn.o)

@@ -1,0 +1,173 @@
+"""NASA on ComfyUI's real PixArt (comfy.ldm.pixart, modern tree only), sampled through comfy.sample."""
+import pytest
+import torch
+
+try:
+    import comfy.ldm.pixart.pixartms  # noqa: F401
+except ImportError:
+    pytest.skip("PixArt exists only in the modern ComfyUI tree (set COMFYUI_PATH); the PyPI copy has none",
+                allow_module_level=True)
+
+import dit_testkit as dk
+import nasa_testkit as tk
+from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
+from comfyui_nasa.nasa_core.adapters.comfy_runtime import wrong_width_message
+from comfyui_nasa.nasa_core.adapters.pixart import PixArtAdapter, PixArtNASACrossAttention
+from comfyui_nasa.nasa_core.attention import NASAInputError
+from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+
+WIDTH = 32  # caption (T5) width of the tiny model
+DEPTH = 3
+
+
+@pytest.fixture(scope="module")
+def model():
+    return dk.pixart_patcher(depth=DEPTH, caption_channels=WIDTH)
+
+
+def cond(seed, tokens=7):
+    return tk.conditioning(seed, tokens=tokens, width=WIDTH)
+
+
+def neg(seed, tokens=5, batch=1):
+    return tk.text(seed, tokens=tokens, width=WIDTH, batch=batch)
+
+
+def sample(m, positive, **kw):
+    # PixArt's position embedding needs (H + W) / 2 >= 48 latent pixels
+    return tk.sample(m, positive, size=48, **kw)
+
+
+def cross_attention_keys(patched):
+    return sorted(k for k, v in patched.object_patches.items() if isinstance(v, PixArtNASACrossAttention))
+
+
+def test_adapter_is_chosen_and_alpha_zero_is_the_unpatched_model(model):
+    assert isinstance(adapter_for(model), PixArtAdapter)
+    pos = cond(1)
+    base = sample(model, pos, steps=2)
+    assert torch.equal(sample(apply_nasa(model, neg(2), 0.0), pos, steps=2), base)
+    patched, = ApplyNASAModelPatch().patch(model, 0.5, nasa_negative=[[torch.zeros(1, 5, WIDTH), {}]])
+    assert torch.equal(sample(patched, pos, steps=2), base)  # empty negative: no NASA
+
+
+def test_every_block_is_patched_and_the_model_is_restored(model):
+    pos = cond(1)
+    base = sample(model, pos, steps=2)
+    patched = apply_nasa(model, neg(2), 0.5)
+    assert cross_attention_keys(patched) == [f"diffusion_model.blocks.{i}.cross_attn" for i in range(DEPTH)]
+    run = patched.model_options["model_function_wrapper"]
+    out = sample(patched, pos, steps=3)
+    assert (out - base).abs().max() > 1e-3
+    assert run.calls_applied == 3
+    # the negative went through the caption embedder once, each block's kv_linear once, for all three steps
+    assert (run.dit_cache.embedded, run.dit_cache.computed) == (1, DEPTH)
+    # the unpatched model, loaded again, has its stock modules back and gives the same output as before
+    assert torch.equal(sample(model, pos, steps=2), base)
+    for block in model.model.diffusion_model.blocks:
+        assert type(block.cross_attn).__name__ == "MultiHeadCrossAttention"
+    # ComfyUI sees the same weights under the same names through the patch (LoRA keys keep matching),
+    # and nothing more (the caption embedder is not pulled into the block)
+    for i, block in enumerate(model.model.diffusion_model.blocks):
+        patch = patched.object_patches[f"diffusion_model.blocks.{i}.cross_attn"]
+        assert dict(patch.named_parameters()) == dict(block.cross_attn.named_parameters())
+
+
+def test_block_against_plain_torch_reference_at_pixart_alpha_width():
+    """PixArt-alpha's real widths (hidden 1152, 16 heads, T5 4096), one block, few tokens: the patched block's
+    cross-attention output equals proj(softmax(QK+)V+ - alpha softmax(QK-)V-) computed here from its weights."""
+    big = dk.pixart_patcher(hidden_size=1152, num_heads=16, depth=1, caption_channels=4096, model_max_length=120)
+    positive, negative, alpha = tk.conditioning(1, tokens=6, width=4096), tk.text(2, tokens=4, width=4096), 0.5
+    patched = apply_nasa(big, negative, alpha)
+    patch = patched.object_patches["diffusion_model.blocks.0.cross_attn"]
+    capture = dk.Capture(patch)
+    try:
+        dk.sample_latent(patched, positive, torch.zeros(1, 4, 8, 88))  # 4 x 44 = 176 image tokens
+    finally:
+        capture.close()
+    (args, kwargs, output), = capture.calls
+    x, y = args[0], args[1]
+    dm = big.model.diffusion_model
+    stock_layer = big.get_model_object("diffusion_model.blocks.0.cross_attn")  # the stock module, patched or not
+    expected = dk.pixart_reference(stock_layer, x, y, dk.pixart_caption_embed(dm.y_embedder, negative), alpha)
+    assert torch.allclose(output.double(), expected, rtol=1e-4, atol=1e-4), (output.double() - expected).abs().max()
+    # and the stock layer on the same input is what NASA moved away from
+    stock = dk.pixart_reference(stock_layer, x, y, dk.pixart_caption_embed(dm.y_embedder, negative), 0.0)
+    assert (stock - expected).abs().max() > 1e-3
+
+
+def test_per_prompt_negative_equals_model_wide_negative(model):
+    pos, negative = cond(1), [[neg(2), {}]]
+    model_wide, = ApplyNASAModelPatch().patch(model, 0.5, nasa_negative=negative)
+    enabled, = ApplyNASAModelPatch().patch(model, 0.5)
+    positive, = NASANegativeConditioning().attach(pos, negative, 0.5)
+    a, b = sample(model_wide, pos, steps=2), sample(enabled, positive, steps=2)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, sample(model, pos, steps=2), atol=1e-4)
+
+
+def test_cfg_leaves_the_uncond_branch_alone(model):
+    captured = {}
+
+    def capture(tag):
+        def cfg_fn(args):
+            captured[tag] = (args["cond_denoised"].clone(), args["uncond_denoised"].clone())
+            return args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * args["cond_scale"]
+        return cfg_fn
+
+    plain = model.clone()
+    plain.set_model_sampler_cfg_function(capture("plain"))
+    nasa = apply_nasa(plain, neg(2), 0.8)
+    nasa.set_model_sampler_cfg_function(capture("nasa"))
+    for m in (plain, nasa):
+        sample(m, cond(1), negative=cond(9), cfg=4.0)
+    assert torch.equal(captured["plain"][1], captured["nasa"][1])
+    assert (captured["plain"][0] - captured["nasa"][0]).abs().max() > 1e-3
+
+
+class OffsetCrossAttention(torch.nn.Module):
+    """Someone else's object patch on the same slot: the stock layer plus a constant."""
+
+    def __init__(self, inner, offset):
+        super().__init__()
+        self.inner = inner
+        self.offset = offset
+        self.calls = 0
+
+    def forward(self, x, cond, mask=None):
+        self.calls += 1
+        return self.inner(x, cond, mask) + self.offset
+
+
+def test_existing_object_patch_on_the_slot_is_chained_not_dropped(model):
+    dm = model.model.diffusion_model
+    key = "diffusion_model.blocks.1.cross_attn"
+    other = model.clone()
+    stock_layer = model.get_model_object(key)  # the stock module even while another clone's patch is loaded
+    assert type(stock_layer).__name__ == "MultiHeadCrossAttention"
+    offset = OffsetCrossAttention(stock_layer, torch.full((96,), 0.25))
+    other.add_object_patch(key, offset)
+    negative, alpha = neg(2), 0.5
+    patched = apply_nasa(other, negative, alpha)
+    capture = dk.Capture(patched.object_patches[key])
+    try:
+        sample(patched, cond(1))
+    finally:
+        capture.close()
+    assert offset.calls == 1
+    (args, _, output), = capture.calls
+    expected = dk.pixart_reference(stock_layer, args[0], args[1],
+                                   dk.pixart_caption_embed(dm.y_embedder, negative), alpha) + 0.25
+    assert torch.allclose(output.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_are_named(model):
+    with pytest.raises(NASAInputError) as err:
+        apply_nasa(model, torch.randn(1, 5, 768), 0.5)
+    assert str(err.value) == wrong_width_message(768, WIDTH, "PixArtAlpha")
+    enabled, = ApplyNASAModelPatch().patch(model, 0.5)
+    positive, = NASANegativeConditioning().attach(cond(1), [[torch.randn(1, 5, 768), {}]], 0.5)
+    with pytest.raises(NASAInputError, match="768 .*wide but this PixArtAlpha model's cross-attention takes 32"):
+        sample(enabled, positive)
+    with pytest.raises(NASAInputError, match="alpha"):
+        apply_nasa(model, neg(2), float("nan"))

@@ -1,0 +1,213 @@
+"""NASA on ComfyUI's real Wan 2.1 (comfy.ldm.wan.model, modern tree only): text-to-video and image-to-video,
+5-D video latents sampled through comfy.sample."""
+import pytest
+import torch
+
+try:
+    import comfy.ldm.wan.model  # noqa: F401
+except ImportError:
+    pytest.skip("Wan exists only in the modern ComfyUI tree (set COMFYUI_PATH); the PyPI copy has none",
+                allow_module_level=True)
+
+import dit_testkit as dk
+import nasa_testkit as tk
+from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
+from comfyui_nasa.nasa_core.adapters.comfy_runtime import wrong_width_message
+from comfyui_nasa.nasa_core.adapters.wan import WanAdapter, WanNASACrossAttention
+from comfyui_nasa.nasa_core.attention import NASAInputError
+from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+
+WIDTH = 32  # text (T5) width of the tiny models
+DEPTH = 3
+
+
+@pytest.fixture(scope="module")
+def t2v():
+    return dk.wan_patcher(num_layers=DEPTH, text_dim=WIDTH)
+
+
+@pytest.fixture(scope="module")
+def i2v():
+    return dk.wan_patcher(num_layers=2, text_dim=WIDTH, i2v=True, seed=3)
+
+
+def cond(seed, tokens=7, **extra):
+    return [[tk.text(seed, tokens=tokens, width=WIDTH), dict(extra)]]
+
+
+def neg(seed, tokens=5, batch=1):
+    return tk.text(seed, tokens=tokens, width=WIDTH, batch=batch)
+
+
+def sample(m, positive, steps=1, **kw):
+    return dk.sample_latent(m, positive, dk.video_latent(), steps=steps, **kw)  # 3 frames x 4 x 4 tokens
+
+
+def test_adapter_is_chosen_and_alpha_zero_is_the_unpatched_model(t2v):
+    assert isinstance(adapter_for(t2v), WanAdapter)
+    pos = cond(1)
+    base = sample(t2v, pos, steps=2)
+    assert base.shape == (1, 16, 3, 8, 8)
+    assert torch.equal(sample(apply_nasa(t2v, neg(2), 0.0), pos, steps=2), base)
+    patched, = ApplyNASAModelPatch().patch(t2v, 0.5, nasa_negative=[[torch.zeros(1, 5, WIDTH), {}]])
+    assert torch.equal(sample(patched, pos, steps=2), base)
+
+
+def test_every_block_is_patched_once_per_step_and_the_model_is_restored(t2v):
+    pos = cond(1)
+    base = sample(t2v, pos, steps=2)
+    patched = apply_nasa(t2v, neg(2), 0.5)
+    keys = sorted(k for k, v in patched.object_patches.items() if isinstance(v, WanNASACrossAttention))
+    assert keys == [f"diffusion_model.blocks.{i}.cross_attn" for i in range(DEPTH)]
+    run = patched.model_options["model_function_wrapper"]
+    out = sample(patched, pos, steps=3)
+    assert (out - base).abs().max() > 1e-3
+    assert run.calls_applied == 3
+    assert (run.dit_cache.embedded, run.dit_cache.computed) == (1, DEPTH)  # K-/V- cached across the 3 steps
+    assert torch.equal(sample(t2v, pos, steps=2), base)
+    for i, block in enumerate(t2v.model.diffusion_model.blocks):
+        assert type(block.cross_attn).__name__ == "WanT2VCrossAttention"
+        patch = patched.object_patches[f"diffusion_model.blocks.{i}.cross_attn"]
+        assert dict(patch.named_parameters()) == dict(block.cross_attn.named_parameters())
+
+
+def test_block_against_plain_torch_reference_at_wan_1_3b_width():
+    """Wan 2.1 1.3B's real widths (dim 1536, 12 heads, T5 4096), one block, few tokens: the patched
+    cross-attention equals o(softmax(QK+)V+ - alpha softmax(QK-)V-) with K- = norm_k(W_k E-), computed here."""
+    big = dk.wan_patcher(dim=1536, num_heads=12, num_layers=1, text_dim=4096, ffn_dim=8960, freq_dim=256)
+    positive, negative, alpha = [[tk.text(1, tokens=6, width=4096), {}]], tk.text(2, tokens=4, width=4096), 0.5
+    patched = apply_nasa(big, negative, alpha)
+    key = "diffusion_model.blocks.0.cross_attn"
+    capture = dk.Capture(patched.object_patches[key])
+    try:
+        dk.sample_latent(patched, positive, dk.video_latent(frames=2, size=4))  # 2 x 2 x 2 video tokens
+    finally:
+        capture.close()
+    (args, kwargs, output), = capture.calls
+    stock_layer = big.get_model_object(key)
+    embedded = dk.wan_text_embed(big.model.diffusion_model, negative)
+    expected = dk.wan_reference(stock_layer, args[0], args[1], embedded, alpha)
+    assert torch.allclose(output.double(), expected, rtol=1e-4, atol=1e-4), (output.double() - expected).abs().max()
+    assert (dk.wan_reference(stock_layer, args[0], args[1], embedded, 0.0) - expected).abs().max() > 1e-3
+
+
+def test_image_to_video_subtracts_from_the_text_attention_only(i2v):
+    """I2V: the 257 CLIP-vision tokens at the front of the context attend through k_img/v_img and are added
+    back unchanged; NASA's negative never includes them and nothing is subtracted from them."""
+    negative, alpha = neg(2), 0.7
+    positive = cond(1, clip_vision_output=dk.clip_vision_output(seed=4))
+    base = dk.sample_latent(i2v, positive, dk.video_latent())
+    patched = apply_nasa(i2v, negative, alpha)
+    key = "diffusion_model.blocks.1.cross_attn"
+    capture = dk.Capture(patched.object_patches[key])
+    try:
+        out = dk.sample_latent(patched, positive, dk.video_latent())
+    finally:
+        capture.close()
+    assert (out - base).abs().max() > 1e-3
+    (args, kwargs, output), = capture.calls
+    assert kwargs["context_img_len"] == 257 and args[1].shape[1] == 257 + 7
+    stock_layer = i2v.get_model_object(key)
+    assert type(stock_layer).__name__ == "WanI2VCrossAttention"
+    embedded = dk.wan_text_embed(i2v.model.diffusion_model, negative)
+    expected = dk.wan_reference(stock_layer, args[0], args[1], embedded, alpha, context_img_len=257)
+    assert torch.allclose(output.double(), expected, rtol=1e-4, atol=1e-5)
+    # the image part is really there (a different image changes the layer) and really untouched by NASA:
+    # what NASA changes in the layer does not depend on the image tokens
+    other = args[1].clone()
+    other[:, :257] = torch.randn_like(other[:, :257])
+    delta = lambda ctx: (dk.wan_reference(stock_layer, args[0], ctx, embedded, alpha, 257)  # noqa: E731
+                         - dk.wan_reference(stock_layer, args[0], ctx, embedded, 0.0, 257))
+    assert (delta(args[1]) - delta(other)).abs().max() < 1e-10
+    with torch.no_grad():
+        assert (stock_layer(args[0], other, context_img_len=257) - stock_layer(args[0], args[1], context_img_len=257)
+                ).abs().max() > 1e-3
+
+
+def test_per_prompt_negative_equals_model_wide_negative(t2v):
+    pos, negative = cond(1), [[neg(2), {}]]
+    model_wide, = ApplyNASAModelPatch().patch(t2v, 0.5, nasa_negative=negative)
+    enabled, = ApplyNASAModelPatch().patch(t2v, 0.5)
+    positive, = NASANegativeConditioning().attach(pos, negative, 0.5)
+    a, b = sample(model_wide, pos, steps=2), sample(enabled, positive, steps=2)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, sample(t2v, pos, steps=2), atol=1e-4)
+
+
+def test_cfg_leaves_the_uncond_branch_alone(t2v):
+    captured = {}
+
+    def capture(tag):
+        def cfg_fn(args):
+            captured[tag] = (args["cond_denoised"].clone(), args["uncond_denoised"].clone())
+            return args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * args["cond_scale"]
+        return cfg_fn
+
+    plain = t2v.clone()
+    plain.set_model_sampler_cfg_function(capture("plain"))
+    nasa = apply_nasa(plain, neg(2), 0.8)
+    nasa.set_model_sampler_cfg_function(capture("nasa"))
+    for m in (plain, nasa):
+        sample(m, cond(1), negative=cond(9), cfg=4.0)
+    assert torch.equal(captured["plain"][1], captured["nasa"][1])
+    assert (captured["plain"][0] - captured["nasa"][0]).abs().max() > 1e-3
+
+
+class OffsetCrossAttention(torch.nn.Module):
+    """Someone else's object patch on the same slot: the stock layer plus a constant."""
+
+    def __init__(self, inner, offset):
+        super().__init__()
+        self.inner = inner
+        self.offset = offset
+        self.calls = 0
+
+    def forward(self, x, context, **kwargs):
+        self.calls += 1
+        return self.inner(x, context, **kwargs) + self.offset
+
+
+def test_existing_patches_are_chained_not_dropped(t2v):
+    """An object patch already on a block's cross_attn is called and NASA subtracts after it; a
+    ("double_block", i) replace patch around the whole block keeps running with NASA inside."""
+    key = "diffusion_model.blocks.1.cross_attn"
+    other = t2v.clone()
+    stock_layer = t2v.get_model_object(key)
+    offset = OffsetCrossAttention(stock_layer, torch.full((64,), 0.25))
+    other.add_object_patch(key, offset)
+    block_calls = []
+
+    def block_patch(args, extra):
+        block_calls.append(1)
+        return extra["original_block"](args)
+
+    other.set_model_patch_replace(block_patch, "dit", "double_block", 2)
+    negative, alpha = neg(2), 0.5
+    patched = apply_nasa(other, negative, alpha)
+    run = patched.model_options["model_function_wrapper"]
+    touched = []
+    report = run.report
+    run.report = lambda state: (touched.append(state.touched), report(state))
+    capture = dk.Capture(patched.object_patches[key])
+    try:
+        sample(patched, cond(1))
+    finally:
+        capture.close()
+        run.report = report
+    assert offset.calls == 1 and block_calls == [1] and touched == [DEPTH]
+    (args, kwargs, output), = capture.calls
+    embedded = dk.wan_text_embed(t2v.model.diffusion_model, negative)
+    expected = dk.wan_reference(stock_layer, args[0], args[1], embedded, alpha) + 0.25
+    assert torch.allclose(output.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_are_named(t2v):
+    with pytest.raises(NASAInputError) as err:
+        apply_nasa(t2v, torch.randn(1, 5, 2048), 0.5)
+    assert str(err.value) == wrong_width_message(2048, WIDTH, "WAN21_T2V")
+    enabled, = ApplyNASAModelPatch().patch(t2v, 0.5)
+    positive, = NASANegativeConditioning().attach(cond(1), [[torch.randn(1, 5, 768), {}]], 0.5)
+    with pytest.raises(NASAInputError, match="768 .*wide but this WAN21_T2V model's cross-attention takes 32"):
+        sample(enabled, positive)
+    with pytest.raises(NASAInputError, match="batch 3 but the latent batch is 1"):
+        sample(apply_nasa(t2v, neg(2, batch=3), 0.5), cond(1))
