@@ -7,9 +7,11 @@ import torch
 
 from ..attention import NASAInputError
 from .base import ALL_BLOCKS, NASAAdapter, NASASettings, UnsupportedModelError
+from .pixart import PixArtAdapter
 from .unet import UNetAdapter
+from .wan import WanAdapter
 
-ADAPTERS = [UNetAdapter()]
+ADAPTERS = [UNetAdapter(), PixArtAdapter(), WanAdapter()]
 
 
 def family_name(model_patcher) -> str:
