@@ -175,17 +175,14 @@ def test_non_finite_alpha_is_a_clear_error(model, alpha):
 
 
 def test_unsupported_family_is_named():
-    import comfy.ldm.flux.model
     import comfy.supported_models
-    newer = {"txt_ids_dims": []} if "txt_ids_dims" in comfy.ldm.flux.model.FluxParams.__dataclass_fields__ else {}
-    config = comfy.supported_models.Flux({**newer, "image_model": "flux", "in_channels": 16, "vec_in_dim": 32,
-                                          "context_in_dim": 64, "hidden_size": 64, "mlp_ratio": 2.0,
-                                          "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
-                                          "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True,
-                                          "guidance_embed": False, "patch_size": 2, "out_channels": 16})
-    flux = comfy.model_patcher.ModelPatcher(config.get_model({}), torch.device("cpu"), torch.device("cpu"))
-    with pytest.raises(NASAInputError, match=r"no adapter for this model family \(Flux.*Supported: UNet"):
-        ApplyNASAModelPatch().patch(flux, 0.5, nasa_negative=tk.conditioning(2))
+    # AuraFlow: a joint-attention DiT with no NASA adapter (FLUX and SD3 have theirs: tests/test_joint_adapters.py)
+    config = comfy.supported_models.AuraFlow({"cond_seq_dim": 64, "in_channels": 4, "out_channels": 4, "dim": 64,
+                                              "n_layers": 2, "n_double_layers": 1, "n_heads": 2,
+                                              "global_conddim": 64, "max_seq": 64})
+    aura = comfy.model_patcher.ModelPatcher(config.get_model({}), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(NASAInputError, match=r"no adapter for this model family \(AuraFlow.*Supported: UNet.*FLUX.*SD3"):
+        ApplyNASAModelPatch().patch(aura, 0.5, nasa_negative=tk.conditioning(2))
 
 
 def test_no_silent_no_op_when_another_patch_takes_the_slots(model, caplog):

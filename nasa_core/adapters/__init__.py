@@ -7,11 +7,12 @@ import torch
 
 from ..attention import NASAInputError
 from .base import ALL_BLOCKS, NASAAdapter, NASASettings, UnsupportedModelError
+from .joint import FluxAdapter, SD3Adapter
 from .pixart import PixArtAdapter
 from .unet import UNetAdapter
 from .wan import WanAdapter
 
-ADAPTERS = [UNetAdapter(), PixArtAdapter(), WanAdapter()]
+ADAPTERS = [UNetAdapter(), FluxAdapter(), SD3Adapter(), PixArtAdapter(), WanAdapter()]
 
 
 def family_name(model_patcher) -> str:
@@ -31,7 +32,8 @@ def adapter_for(model_patcher) -> NASAAdapter:
     raise UnsupportedModelError(
         f"NASA has no adapter for this model family ({family_name(model_patcher)}, diffusion model "
         f"{type(model_patcher.model.diffusion_model).__name__}). Supported: {supported}. "
-        "FLUX, SD3, PixArt and Wan are planned in their own adapters.")
+        "Not covered: Stable Cascade, HunyuanDiT/HunyuanVideo, Lumina, AuraFlow, Chroma, FLUX.2 and other families "
+        "without an adapter here.")
 
 
 def negative_tensor(conditioning, what: str = "negative") -> Optional[torch.Tensor]:
@@ -51,18 +53,21 @@ def negative_tensor(conditioning, what: str = "negative") -> Optional[torch.Tens
 
 
 def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, start_percent: float = 0.0,
-               end_percent: float = 1.0, blocks=ALL_BLOCKS):
+               end_percent: float = 1.0, blocks=ALL_BLOCKS, bound: Optional[float] = None,
+               negative_stream: str = "full+"):
     """Return a clone of ``model_patcher`` with NASA installed; the input is never modified."""
     from .comfy_runtime import NASARun, wrong_width_message
 
     settings = NASASettings(alpha=alpha, negative=negative, start_percent=start_percent,
-                            end_percent=end_percent, blocks=frozenset(blocks))
+                            end_percent=end_percent, blocks=frozenset(blocks), bound=bound,
+                            negative_stream=negative_stream)
     adapter = adapter_for(model_patcher)
     width = adapter.context_width(model_patcher)
     if negative is not None and negative.shape[-1] != width:
         raise NASAInputError(wrong_width_message(negative.shape[-1], width, family_name(model_patcher)))
     sampling = model_patcher.get_model_object("model_sampling")
-    run = NASARun(family_name(model_patcher), settings, sampling.percent_to_sigma(start_percent),
+    run_class = getattr(adapter, "run_class", NASARun)  # joint-attention adapters keep more per-call state
+    run = run_class(family_name(model_patcher), settings, sampling.percent_to_sigma(start_percent),
                   sampling.percent_to_sigma(end_percent), width)
     patched = model_patcher.clone()
     count = adapter.install(patched, settings, run)

@@ -1,6 +1,7 @@
 """The one small interface every model-family adapter implements, and the settings it receives."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional
 
@@ -9,6 +10,11 @@ import torch
 from ..attention import NASAInputError, check_alpha
 
 ALL_BLOCKS: FrozenSet[str] = frozenset({"input", "middle", "output"})
+# Joint-attention DiTs (FLUX, SD3): "double" = blocks with separate text and image weights, "single" = FLUX's
+# single-stream blocks. ALL_BLOCKS (the default) means "the family's default" there (see adapters/joint.py).
+JOINT_BLOCKS: FrozenSet[str] = frozenset({"double", "single"})
+# How the negative text stream advances through the joint blocks (adapters/joint.py explains each).
+NEGATIVE_STREAMS = ("full+", "full", "kv")
 
 
 class UnsupportedModelError(NASAInputError):
@@ -25,6 +31,10 @@ class NASASettings:
     start_percent: float = 0.0
     end_percent: float = 1.0
     blocks: FrozenSet[str] = field(default_factory=lambda: ALL_BLOCKS)
+    # Joint-attention families only (extension beyond the paper): cap |alpha * Z-| at bound * |Z+| per image
+    # token; None = off. And how the negative text stream advances (NEGATIVE_STREAMS).
+    bound: Optional[float] = None
+    negative_stream: str = "full+"
 
     def __post_init__(self):
         alpha = check_alpha(self.alpha)
@@ -33,9 +43,15 @@ class NASASettings:
         if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
             raise NASAInputError(f"the sigma range must satisfy 0 <= start_percent <= end_percent <= 1, "
                                  f"got start {self.start_percent}, end {self.end_percent}")
-        unknown = set(self.blocks) - ALL_BLOCKS
+        unknown = set(self.blocks) - ALL_BLOCKS - JOINT_BLOCKS
         if unknown or not self.blocks:
-            raise NASAInputError(f"blocks must be a non-empty subset of {sorted(ALL_BLOCKS)}, got {sorted(self.blocks)}")
+            raise NASAInputError(f"blocks must be a non-empty subset of {sorted(ALL_BLOCKS)} (UNet) or "
+                                 f"{sorted(JOINT_BLOCKS)} (FLUX/SD3), got {sorted(self.blocks)}")
+        if self.bound is not None and not (isinstance(self.bound, (int, float)) and math.isfinite(self.bound)
+                                           and self.bound > 0):
+            raise NASAInputError(f"bound must be a positive number (or None for off), got {self.bound!r}")
+        if self.negative_stream not in NEGATIVE_STREAMS:
+            raise NASAInputError(f"negative_stream must be one of {NEGATIVE_STREAMS}, got {self.negative_stream!r}")
 
 
 class NASAAdapter:
