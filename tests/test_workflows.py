@@ -39,7 +39,7 @@ def live_comfy_nodes():
         return None
     import nodes
     assert Path(nodes.__file__).resolve().parent == Path(path).resolve(), f"imported the wrong nodes: {nodes.__file__}"
-    return nodes
+    return specs_tool.with_builtin_extra_nodes(nodes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -296,10 +296,11 @@ def test_sampler_gets_a_nasa_patched_model_and_a_nasa_negative(path):
     def source(node, name):
         return prompt[node["inputs"][name][0]]
 
-    [sampler] = [n for n in prompt.values() if n["class_type"] == "KSampler"]
+    [sampler] = [n for n in prompt.values() if n["class_type"] in ("KSampler", "SamplerCustom")]
     patch = source(sampler, "model")
     assert patch["class_type"] in ("ApplyNASAModelPatch", "ApplyNASAModelPatchAdvanced")
-    assert source(patch, "model")["class_type"] in ("CheckpointLoaderSimple", "LoraLoaderModelOnly", "LoadNASAWorldModel")
+    assert source(patch, "model")["class_type"] in ("CheckpointLoaderSimple", "UNETLoader", "LoraLoaderModelOnly",
+                                                    "LoadNASAWorldModel")
     positive = source(sampler, "positive")
     negatives = [source(n, "nasa_negative") for n in (patch, positive) if "nasa_negative" in n["inputs"]]
     assert len(negatives) == 1, "one NASA negative: model-wide or carried by the prompt, not both or neither"

@@ -56,7 +56,16 @@ def file_list_check():
     import folder_paths
     listings = [folder_paths.get_filename_list(name) for name in folder_paths.folder_names_and_paths
                 if name != "custom_nodes"]
-    return lambda choices: any(list(choices) == listing for listing in listings)
+    vae_files = folder_paths.get_filename_list("vae")
+
+    def check(choices):
+        choices = list(choices)
+        if any(choices == listing for listing in listings):
+            return True
+        # VAELoader lists the vae folder plus ComfyUI's built-in decoders (taesd*, taef1, pixel_space)
+        return "pixel_space" in choices and [c for c in choices if c != "pixel_space" and not c.startswith("tae")] \
+            == vae_files
+    return check
 
 
 def workflow_node_types(directory: Path = WORKFLOWS) -> set:
@@ -86,6 +95,16 @@ def dump_snapshot(version: str, specs: dict) -> str:
             + ",\n".join(blocks) + "\n}}\n")
 
 
+def with_builtin_extra_nodes(nodes):
+    """Register ComfyUI's built-in comfy_extras nodes (SamplerCustom, ManualSigmas, EmptyHunyuanLatentVideo, ...)
+    next to nodes.py's own, once; no custom or API nodes. Extras whose dependencies are missing are skipped by
+    ComfyUI with a warning and then count as unknown to the workflow validator."""
+    if "KSamplerSelect" not in nodes.NODE_CLASS_MAPPINGS:
+        import asyncio
+        asyncio.run(nodes.init_builtin_extra_nodes())
+    return nodes
+
+
 def load_comfy_nodes(comfy_path: str):
     """Import a full ComfyUI tree's nodes.py (CPU arguments, as in tests/conftest.py)."""
     sys.path.insert(0, str(Path(comfy_path).resolve()))
@@ -96,7 +115,7 @@ def load_comfy_nodes(comfy_path: str):
         import nodes
     finally:
         sys.argv = argv
-    return nodes
+    return with_builtin_extra_nodes(nodes)
 
 
 def main():
