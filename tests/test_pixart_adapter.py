@@ -34,8 +34,8 @@ def neg(seed, tokens=5, batch=1):
 
 
 def sample(m, positive, **kw):
-    # PixArt's position embedding needs (H + W) / 2 >= 48 latent pixels
-    return tk.sample(m, positive, size=48, **kw)
+    # PixArt's position embedding needs (H + W) / 2 >= 48 latent pixels: 8 x 88 keeps it at 4 x 44 tokens
+    return dk.sample_latent(m, positive, torch.zeros(1, 4, 8, 88), **kw)
 
 
 def cross_attention_keys(patched):

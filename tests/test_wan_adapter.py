@@ -211,3 +211,33 @@ def test_bad_inputs_are_named(t2v):
         sample(enabled, positive)
     with pytest.raises(NASAInputError, match="batch 3 but the latent batch is 1"):
         sample(apply_nasa(t2v, neg(2, batch=3), 0.5), cond(1))
+
+
+def test_lora_on_the_cross_attention_reaches_the_negative_in_either_order(t2v):
+    """A LoRA-style weight patch on the blocks' cross_attn k/v (what LoraLoaderModelOnly adds, e.g. CausVid) goes
+    through NASA's object patch under the same names: NASA's negative keys and values use the patched weights,
+    whether the LoRA comes before or after NASA, and the cached K/V notice when the weights change back."""
+    keys = [f"diffusion_model.blocks.{i}.cross_attn.{n}.weight" for i in range(DEPTH) for n in ("k", "v")]
+    sd = t2v.model.state_dict()
+    g = torch.Generator().manual_seed(11)
+    diffs = {k: torch.randn(sd[k].shape, generator=g) * 0.5 / sd[k].shape[1] ** 0.5 for k in keys}
+
+    def with_lora(m):
+        m = m.clone()
+        m.add_patches({k: (d,) for k, d in diffs.items()}, 1.0)
+        return m
+
+    negative, pos = neg(2), cond(1)
+    baked = dk.wan_patcher(num_layers=DEPTH, text_dim=WIDTH)  # same seed: the same weights, LoRA added in place
+    with torch.no_grad():
+        params = dict(baked.model.named_parameters())
+        for k, d in diffs.items():
+            params[k].add_(d)
+    reference = sample(apply_nasa(baked, negative, 0.5), pos, steps=2)
+    assert torch.allclose(sample(apply_nasa(with_lora(t2v), negative, 0.5), pos, steps=2), reference,
+                          rtol=1e-4, atol=1e-4)
+    nasa = apply_nasa(t2v, negative, 0.5)
+    without = sample(nasa, pos, steps=2)
+    assert torch.allclose(sample(with_lora(nasa), pos, steps=2), reference, rtol=1e-4, atol=1e-4)
+    assert torch.equal(sample(nasa, pos, steps=2), without)  # shared cache: the LoRA'd K/V are not reused
+    assert not torch.allclose(without, reference, atol=1e-3)
