@@ -161,6 +161,26 @@ def test_existing_object_patch_on_the_slot_is_chained_not_dropped(model):
     assert torch.allclose(output.double(), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_nasa_applied_twice_subtracts_both_negatives(model):
+    """Two NASA patches on one model (each with its own call state published for PixArt's blocks): the second
+    chains the first's object patch, and the layer subtracts both negatives."""
+    key = "diffusion_model.blocks.0.cross_attn"
+    n1, n2 = neg(2), neg(3, tokens=4)
+    twice = apply_nasa(apply_nasa(model, n1, 0.3), n2, 0.6)
+    capture = dk.Capture(twice.object_patches[key])
+    try:
+        sample(twice, cond(1))
+    finally:
+        capture.close()
+    (args, _, output), = capture.calls
+    stock_layer = model.get_model_object(key)
+    embedder = model.model.diffusion_model.y_embedder
+    plain = dk.pixart_reference(stock_layer, args[0], args[1], dk.pixart_caption_embed(embedder, n1), 0.0)
+    one = dk.pixart_reference(stock_layer, args[0], args[1], dk.pixart_caption_embed(embedder, n1), 0.3)
+    two = dk.pixart_reference(stock_layer, args[0], args[1], dk.pixart_caption_embed(embedder, n2), 0.6)
+    assert torch.allclose(output.double(), one + two - plain, rtol=1e-4, atol=1e-5)
+
+
 def test_bad_inputs_are_named(model):
     with pytest.raises(NASAInputError) as err:
         apply_nasa(model, torch.randn(1, 5, 768), 0.5)
