@@ -300,24 +300,45 @@ def save_world_checkpoint(path: str, unet_state: Dict[str, torch.Tensor], encode
     os.replace(tmp, path)
 
 
+def checkpoint_metadata(path: str) -> Dict[str, str]:
+    """The safetensors header's metadata ({} for other files)."""
+    try:
+        from safetensors import safe_open
+        with safe_open(path, framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:
+        return {}
+
+
 def load_world_checkpoint(path: str):
-    """(MODEL, CLIP, VAE) for ComfyUI from a world checkpoint file."""
+    """(MODEL, CLIP, VAE) for ComfyUI from a world checkpoint file. Its metadata entry "arch" says which
+    model: "flux" (flux_world.py), else the UNet (files written before the entry existed have none)."""
     sd = comfy.utils.load_torch_file(path, safe_load=True)
     unet_sd = {k[len("model."):]: v.float() for k, v in sd.items() if k.startswith("model.")}
     text_sd = {k[len("text."):]: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k.startswith("text.")}
     if not unet_sd or "vocab" not in text_sd:
         raise ValueError(f"{path} is not a NASA world-model checkpoint (needs 'model.*' and 'text.*' tensors)")
-    model = build_unet_model()
-    missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match the world UNet: missing {missing[:3]}..., unexpected {unexpected[:3]}...")
+    meta = checkpoint_metadata(path)
+    arch = meta.get("arch", "unet")
+    tokenizer = WorldTokenizer
+    if arch == "flux":
+        from . import flux_world
+        model = flux_world.load(unet_sd, meta, path)
+        tokenizer = flux_world.WorldFluxTokenizer
+    elif arch == "unet":
+        model = build_unet_model()
+        missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path} does not match the world UNet: missing {missing[:3]}..., unexpected {unexpected[:3]}...")
+    else:
+        raise ValueError(f"{path} has world-model arch {arch!r}; this code knows 'unet' and 'flux'")
     encoder = WorldTextEncoder(text_sd["vocab"].tolist())
     encoder.load_state_dict(text_sd)
     encoder.eval()
     device = comfy.model_management.get_torch_device()
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=device,
                                                offload_device=comfy.model_management.unet_offload_device())
-    target = comfy.supported_models_base.ClipTarget(WorldTokenizer, WorldClipModel)
+    target = comfy.supported_models_base.ClipTarget(tokenizer, WorldClipModel)
     target.params = {"encoder": encoder}
     clip = comfy.sd.CLIP(target=target, embedding_directory=None)
     return patcher, clip, WorldVAE()

@@ -1,9 +1,11 @@
 """Train the bundled world teacher: ComfyUI's UNetModel + the small text encoder, v-prediction on the
-synthetic world (nasa_core.world), on a CPU.
+synthetic world (nasa_core.world), on a CPU. ``--arch flux``: the joint-attention world model built from
+ComfyUI's Flux classes instead (flux_world.py), rectified flow; the same machinery otherwise.
 
     python -m nasa_core.world_model.train --out runs/world_teacher --steps 6000
     python -m nasa_core.world_model.train --out runs/world_teacher --steps 8000 --resume   # continue
     python -m nasa_core.world_model.train --out runs/world_teacher --export models/nasa_world_teacher.safetensors
+    python -m nasa_core.world_model.train --arch flux --out runs/world_flux --steps 6000
 
 Every batch is a pure function of (seed, step) and the noise of step s comes from a generator seeded by
 (seed, s), so a resumed run continues bit for bit. Checkpoints are written atomically; the exported model is
@@ -26,6 +28,9 @@ from typing import List, Optional
 import torch
 
 
+ARCHS = ("unet", "flux")
+
+
 @dataclass
 class TrainConfig:
     out: str = "runs/world_teacher"
@@ -41,8 +46,11 @@ class TrainConfig:
     ckpt_every: int = 250
     sample_every: int = 500
     threads: int = 2
+    arch: str = "unet"
 
     def check(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, not {self.arch!r}")
         if self.steps < 1 or self.batch < 1 or self.lr <= 0 or not 0 <= self.ema_decay < 1:
             raise ValueError(f"bad configuration: {self}")
         if not 0 <= self.caption_dropout < 1 or not 0 < self.p_name <= 1:
@@ -66,15 +74,17 @@ def vocabulary_texts(seed: int = 12345, n: int = 300) -> List[str]:
     return texts
 
 
-def autograd_safe_context():
+def autograd_safe_context(arch: str = "unet"):
     """The November-2024 ComfyUI adds residuals in place inside BasicTransformerBlock (``x += n``) after a
-    LayerNorm saved ``x`` for backward, which autograd refuses. There, give autograd its own copies of the
-    tensors it saves (more memory, same numbers); on newer ComfyUI, nothing."""
+    LayerNorm saved ``x`` for backward, which autograd refuses, and both ComfyUI copies do so in Flux's
+    blocks (``img += gate * ...``). There, give autograd its own copies of the tensors it saves (more
+    memory, same numbers); elsewhere, nothing."""
     import contextlib
     import inspect
-    from comfy.ldm.modules.attention import BasicTransformerBlock
-    if "x += n" not in inspect.getsource(BasicTransformerBlock.forward):
-        return contextlib.nullcontext()
+    if arch == "unet":
+        from comfy.ldm.modules.attention import BasicTransformerBlock
+        if "x += n" not in inspect.getsource(BasicTransformerBlock.forward):
+            return contextlib.nullcontext()
     return torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t)
 
 
@@ -85,8 +95,15 @@ class WorldTrainer:
         self.cfg = cfg
         self.wm = wm
         torch.set_num_threads(cfg.threads)
-        self.tokenizer = wm.WorldTokenizer()
-        self.base = wm.build_unet_model(seed=cfg.seed)
+        if cfg.arch == "flux":
+            from . import flux_world
+            self.flux_world = flux_world
+            flux_world.enable_rope_backward()
+            self.tokenizer = flux_world.WorldFluxTokenizer()
+            self.base = flux_world.build_flux_model(seed=cfg.seed)
+        else:
+            self.tokenizer = wm.WorldTokenizer()
+            self.base = wm.build_unet_model(seed=cfg.seed)
         self.unet = self.base.diffusion_model
         torch.manual_seed(cfg.seed)  # the text encoder's init
         self.encoder = wm.WorldTextEncoder(wm.world_vocab(self.tokenizer, vocabulary_texts()))
@@ -113,13 +130,18 @@ class WorldTrainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
+        if self.cfg.arch == "flux":
+            t = torch.rand(len(captions), generator=g)  # flow time = sigma, uniform on [0, 1)
+        else:
+            t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
         noise = torch.randn(images.shape[0], self.wm.LATENT_CHANNELS, images.shape[2] // self.wm.FOLD,
                             images.shape[3] // self.wm.FOLD, generator=g)
         return self.wm.to_latent(images), captions, t, noise
 
     # -- one step
     def loss(self, x0, captions, t, noise):
+        if self.cfg.arch == "flux":
+            return self.flux_world.flow_loss(self.unet, x0, self.encoder(self.token_ids(captions)), t, noise)
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         context = self.encoder(self.token_ids(captions))
@@ -134,13 +156,13 @@ class WorldTrainer:
     def train_step(self) -> float:
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
-        with autograd_safe_context():
+        with autograd_safe_context(self.cfg.arch):
             loss = self.loss(*self.batch(self.step))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; last good checkpoint: "
                                      f"{Path(self.cfg.out) / 'checkpoint.pt'}")
         self.opt.zero_grad(set_to_none=True)
-        with autograd_safe_context():
+        with autograd_safe_context(self.cfg.arch):
             loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self.unet.parameters()) + list(self.encoder.parameters()), 1.0)
         self.opt.step()
@@ -189,9 +211,11 @@ class WorldTrainer:
 
     def export(self, path: str):
         cfg = json.dumps(dataclasses.asdict(self.cfg))
-        self.wm.save_world_checkpoint(path, self.ema_unet, self.ema_text,
-                                      metadata={"nasa_world_train_config": cfg, "step": str(self.step),
-                                                "command": "python -m nasa_core.world_model.train " + " ".join(sys.argv[1:])})
+        meta = {"nasa_world_train_config": cfg, "step": str(self.step),
+                "command": "python -m nasa_core.world_model.train " + " ".join(sys.argv[1:])}
+        if self.cfg.arch == "flux":
+            meta.update(self.flux_world.metadata())
+        self.wm.save_world_checkpoint(path, self.ema_unet, self.ema_text, metadata=meta)
 
     def sample_grid(self, path: Path, steps: int = 20, cfg_scale: float = 3.0):
         """The fixed prompts, sampled with the EMA weights through ComfyUI's sampler."""
@@ -207,7 +231,8 @@ def main(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(prog="python -m nasa_core.world_model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"(default {f.default})")
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"(default {f.default})",
+                       **({"choices": ARCHS} if f.name == "arch" else {}))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--export", default=None, help="write the EMA weights as a ComfyUI-loadable safetensors file and stop")
     args = p.parse_args(argv)
@@ -235,7 +260,7 @@ def main(argv: Optional[List[str]] = None):
         writer = csv.writer(f)
         if new_log:
             writer.writerow(["step", "loss", "lr", "seconds"])
-        bar = tqdm(total=cfg.steps, initial=trainer.step, desc="world teacher", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=trainer.step, desc=f"world {cfg.arch}", dynamic_ncols=True)
         t0 = time.time()
         while trainer.step < cfg.steps:
             loss = trainer.train_step()

@@ -1,0 +1,177 @@
+"""A joint-attention world model built from ComfyUI's own FLUX classes (``comfy.ldm.flux.model.Flux`` inside
+``comfy.model_base.Flux``, configured like ``comfy.supported_models.FluxSchnell``) at a small width, on the
+same fixed block-DCT latent (48 channels, 8x8) and the same small text encoder as the UNet world teacher.
+
+* Patchify: Flux packs 2x2 latent positions into one token (its output unpacking is written for patch 2),
+  so ``in_channels`` is the latent's 48 and the image is 4x4 = 16 tokens of 192 values.
+* Text: the world encoder's tokens are the joint-attention text stream (``context_in_dim`` = its width) and
+  their mean is the pooled vector ``y`` (``vec_in_dim``), which ComfyUI's CLIP object already returns as
+  ``pooled_output`` (``WorldClipModel``), so the stock CLIP Text Encode node feeds both.
+* Text length: the world's captions are at most 14 CLIP tokens, so the tokenizer pads to ``TEXT_TOKENS``
+  (32) instead of 77. Every image token attends over all text tokens, padding included, so 77 tokens
+  would make the joint sequence 93 long instead of 48, about twice the CPU time per step for nothing.
+  Longer prompts are split into 32-token chunks, as ComfyUI does with 77.
+* Objective: rectified flow, as FLUX.1 [schnell] (``ModelType.FLOW``, shift 1, timestep multiplier 1): the
+  model predicts the velocity noise - x0 at x_t = (1 - t) x0 + t noise. Like v-prediction, which the UNet
+  teacher needed, the target is about -x0 at high noise, so a narrow model is not asked to pass all 48
+  noise channels through; and it is the objective these classes are built and sampled for. No guidance
+  embedding (schnell-style): CFG, when wanted, is ComfyUI's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+import comfy.ldm.flux.model
+import comfy.model_base
+import comfy.sd1_clip
+import comfy.supported_models
+import comfy.supported_models_base
+
+from . import model as wm
+
+TEXT_TOKENS = 32
+
+# The architecture, as Flux's constructor takes it. Saved in each exported checkpoint's metadata.
+FLUX_WORLD_CONFIG = dict(
+    in_channels=wm.LATENT_CHANNELS, out_channels=wm.LATENT_CHANNELS, vec_in_dim=wm.TEXT_WIDTH,
+    context_in_dim=wm.TEXT_WIDTH, hidden_size=128, mlp_ratio=4.0, num_heads=4, depth=3, depth_single_blocks=3,
+    axes_dim=[8, 12, 12], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False,
+)
+
+
+def unet_config(arch: Optional[Dict] = None) -> Dict:
+    """``arch`` (default FLUX_WORLD_CONFIG) as this ComfyUI's Flux takes it: the modern tree also wants
+    ``txt_ids_dims`` (empty for FLUX.1: text positions are all zero), the November-2024 copy does not."""
+    cfg = dict(FLUX_WORLD_CONFIG if arch is None else arch)
+    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    if "txt_ids_dims" in fields:
+        cfg.setdefault("txt_ids_dims", [])
+    unknown = set(cfg) - fields
+    if unknown:
+        raise ValueError(f"this ComfyUI's Flux does not take {sorted(unknown)}")
+    return dict(cfg, image_model="flux", dtype=torch.float32)
+
+
+class WorldFluxTokenizer(comfy.sd1_clip.SDTokenizer):
+    """ComfyUI's CLIP tokenizer for the world encoder, padded to TEXT_TOKENS instead of 77."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}, **kwargs):
+        super().__init__(tokenizer_path=wm.clip_tokenizer_path(), max_length=TEXT_TOKENS,
+                         embedding_directory=embedding_directory, embedding_size=wm.TEXT_WIDTH,
+                         embedding_key="nasa_world", tokenizer_data=tokenizer_data)
+
+    ids = wm.WorldTokenizer.ids
+
+
+class NASAWorldFlux(comfy.supported_models.FluxSchnell):
+    """ComfyUI model config of the joint-attention world model: FluxSchnell's model class and sampling
+    (rectified flow, shift 1, timesteps in [0, 1]) on the world's block-DCT latent and text encoder."""
+
+    unet_config = {"image_model": "flux", "guidance_embed": False}
+    unet_extra_config = {}
+    sampling_settings = {"multiplier": 1.0, "shift": 1.0}
+    latent_format = wm.BlockDCT
+    memory_usage_factor = 1.0
+    supported_inference_dtypes = [torch.float32]
+
+    def get_model(self, state_dict={}, prefix="", device=None):
+        return comfy.model_base.Flux(self, model_type=comfy.model_base.ModelType.FLOW, device=device)
+
+    def inpaint_model(self):
+        return False
+
+    def clip_target(self, state_dict={}):
+        return comfy.supported_models_base.ClipTarget(WorldFluxTokenizer, wm.WorldClipModel)
+
+
+def build_flux_model(seed: Optional[int] = None, arch: Optional[Dict] = None):
+    """A fresh ComfyUI ``model_base.Flux`` (``ldm.flux.model.Flux`` inside) with the world config; random
+    init when seeded."""
+    model = NASAWorldFlux(unet_config(arch)).get_model({})
+    if seed is not None:
+        init_flux(model.diffusion_model, seed)
+    return model
+
+
+def init_flux(flux: nn.Module, seed: int):
+    """ComfyUI's ops skip weight init. Linear weights ~ N(0, 1/fan_in), biases 0, norm scales 1; then
+    adaLN-Zero as in DiT: every modulation and the output layer start at zero, so each block starts as the
+    identity and the model's first output is 0."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in flux.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.zeros_like(p) if name.endswith("bias") else torch.ones_like(p))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * math.sqrt(1.0 / p[0].numel()))
+        for name, m in flux.named_modules():
+            if isinstance(m, nn.Linear) and (name.endswith("mod.lin") or name.endswith("modulation.lin")
+                                             or name.endswith("adaLN_modulation.1") or name == "final_layer.linear"):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+def flow_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, t: torch.Tensor,
+              noise: torch.Tensor) -> torch.Tensor:
+    """Rectified-flow loss at times ``t`` in [0, 1], called the way ComfyUI's ``BaseModel.apply_model`` calls
+    the model under ``ModelType.FLOW`` with multiplier 1 (timestep = sigma = t; y = the pooled text)."""
+    s = t.view(-1, 1, 1, 1)
+    xt = (1 - s) * x0 + s * noise
+    pred = flux(xt, t, context=context, y=context.mean(dim=1), guidance=None)
+    return torch.nn.functional.mse_loss(pred, noise - x0)
+
+
+def enable_rope_backward():
+    """Training only. The modern ComfyUI applies Flux's RoPE through comfy_kitchen's custom op
+    ``comfy_kitchen::apply_rope``, which has no autograd formula, so backward through Flux stops there. RoPE
+    is a fixed rotation of each (even, odd) pair by the 2x2 matrices in ``freqs_cis``; its gradient is the
+    same op with the matrices transposed. Registered through torch.library (the route the error message
+    names) once, and only when the op exists and cannot backward; inference never touches it."""
+    import comfy.ldm.flux.math as flux_math
+    op = getattr(getattr(torch.ops, "comfy_kitchen", None), "apply_rope", None)
+    if op is None or getattr(flux_math.apply_rope, "__module__", "") == flux_math.__name__:
+        return False  # the November-2024 copy (or no comfy_kitchen): plain torch RoPE, autograd works
+    q = torch.zeros(1, 1, 1, 2, requires_grad=True)
+    fc = torch.eye(2).reshape(1, 1, 1, 1, 2, 2)
+    try:
+        sum(t.sum() for t in op(q, q, fc)).backward()
+        return False
+    except RuntimeError as e:
+        if "autograd" not in str(e):
+            raise
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[2])
+
+    def backward(ctx, grad_q, grad_k):
+        (freqs_cis,) = ctx.saved_tensors
+        gq, gk = op(grad_q.contiguous(), grad_k.contiguous(), freqs_cis.transpose(-1, -2).contiguous())
+        return gq, gk, None
+
+    torch.library.register_autograd("comfy_kitchen::apply_rope", backward, setup_context=setup_context)
+    return True
+
+
+def metadata(arch: Optional[Dict] = None) -> Dict[str, str]:
+    """What load_world_checkpoint needs to rebuild this model."""
+    return {"arch": "flux", "flux_config": json.dumps(dict(FLUX_WORLD_CONFIG if arch is None else arch)),
+            "text_tokens": str(TEXT_TOKENS)}
+
+
+def load(sd_model: Dict[str, torch.Tensor], meta: Dict[str, str], path: str):
+    """The ComfyUI BaseModel of a flux world checkpoint's 'model.*' tensors."""
+    arch = json.loads(meta["flux_config"]) if "flux_config" in meta else None
+    if int(meta.get("text_tokens", TEXT_TOKENS)) != TEXT_TOKENS:
+        raise ValueError(f"{path} was trained with {meta['text_tokens']} text tokens; this code pads to {TEXT_TOKENS}")
+    model = build_flux_model(arch=arch)
+    missing, unexpected = model.diffusion_model.load_state_dict(sd_model, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the flux world model: missing {missing[:3]}..., "
+                         f"unexpected {unexpected[:3]}...")
+    return model

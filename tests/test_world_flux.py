@@ -1,0 +1,179 @@
+"""The joint-attention world model (ComfyUI's Flux classes at small width, flux_world.py): the training CLI
+with --arch flux (steps, bit-for-bit resume, export), the exported file as a ComfyUI MODEL/CLIP/VAE sampled
+through comfy.sample, and NASA on it when a Flux adapter is registered. Nothing is trained for real."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfyui_nasa.nasa_core import world
+from comfyui_nasa.nasa_core.world_model import flux_world
+from comfyui_nasa.nasa_core.world_model import model as wm
+from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents
+from comfyui_nasa.nasa_core.world_model.train import TrainConfig, WorldTrainer, main
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_FLUX = ROOT / "models" / "nasa_world_flux.safetensors"
+BUNDLED_UNET = ROOT / "models" / "nasa_world_teacher.safetensors"
+
+
+def tiny(tmp_path, **kw):
+    return TrainConfig(out=str(tmp_path), steps=3, batch=2, seed=1, ckpt_every=1, sample_every=0, threads=1,
+                       warmup=1, arch="flux", **kw)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A flux world checkpoint after two training steps, written by the CLI's export path."""
+    out = tmp_path_factory.mktemp("flux_world")
+    trainer = WorldTrainer(tiny(out))
+    trainer.train_step()
+    trainer.train_step()
+    path = out / "world_flux.safetensors"
+    trainer.export(str(path))
+    return path
+
+
+def flux_adapter_or_skip(model):
+    from comfyui_nasa.nasa_core.adapters import ADAPTERS
+    if not any(a.matches(model) for a in ADAPTERS):
+        pytest.skip("no NASA adapter for Flux is registered in nasa_core.adapters yet")
+
+
+def test_model_is_comfys_flux_with_flow_sampling():
+    import comfy.ldm.flux.model
+    import comfy.model_base
+    import comfy.model_sampling
+    model = flux_world.build_flux_model(seed=0)
+    assert type(model) is comfy.model_base.Flux
+    assert type(model.diffusion_model) is comfy.ldm.flux.model.Flux
+    assert model.model_type == comfy.model_base.ModelType.FLOW
+    assert isinstance(model.model_sampling, comfy.model_sampling.CONST)
+    assert float(model.model_sampling.sigma_max) == 1.0 and float(model.model_sampling.timestep(torch.tensor(0.5))) == 0.5
+    flux = model.diffusion_model
+    assert flux.patch_size == 2 and flux.img_in.in_features == 4 * wm.LATENT_CHANNELS
+    assert flux.txt_in.in_features == wm.TEXT_WIDTH and not flux.params.guidance_embed
+    # adaLN-Zero init: the first prediction is exactly 0
+    x = torch.randn(2, wm.LATENT_CHANNELS, 8, 8)
+    out = flux(x, torch.rand(2), context=torch.randn(2, flux_world.TEXT_TOKENS, wm.TEXT_WIDTH),
+               y=torch.randn(2, wm.TEXT_WIDTH), guidance=None)
+    assert out.shape == x.shape and not out.any()
+
+
+def test_cli_arch_flux_trains_two_steps_and_resumes(tmp_path):
+    argv = ["--arch", "flux", "--out", str(tmp_path), "--batch", "2", "--seed", "1", "--threads", "1",
+            "--warmup", "1", "--ckpt-every", "1", "--sample-every", "0"]
+    main(argv + ["--steps", "2"])
+    state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 2 and state["config"]["arch"] == "flux"
+    assert any(k.startswith("double_blocks.") for k in state["unet"])
+    main(argv + ["--steps", "3", "--resume"])
+    assert torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)["step"] == 3
+    assert (tmp_path / "loss.csv").read_text().strip().splitlines()[-1].startswith("3,")
+    with pytest.raises(ValueError, match="other settings.*'arch'"):
+        WorldTrainer(TrainConfig(out=str(tmp_path), batch=2, seed=1, threads=1, warmup=1)).load(tmp_path / "checkpoint.pt")
+    with pytest.raises(SystemExit):
+        main(["--arch", "dit", "--out", str(tmp_path)])
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    straight = WorldTrainer(tiny(tmp_path / "a"))
+    for _ in range(3):
+        straight.train_step()
+    first = WorldTrainer(tiny(tmp_path / "b"))
+    for _ in range(2):
+        first.train_step()
+    first.save()
+    del first
+    resumed = WorldTrainer(tiny(tmp_path / "b"))
+    resumed.load(tmp_path / "b" / "checkpoint.pt")
+    resumed.train_step()
+    for a, b in ((straight.unet, resumed.unet), (straight.encoder, resumed.encoder)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(straight.ema_unet[k], resumed.ema_unet[k]) for k in straight.ema_unet)
+
+
+def test_exported_checkpoint_loads_and_samples_through_comfy(exported):
+    import comfy.ldm.flux.model
+    assert wm.checkpoint_metadata(str(exported))["arch"] == "flux"
+    model, clip, vae = wm.load_world_checkpoint(str(exported))
+    assert isinstance(model.model.diffusion_model, comfy.ldm.flux.model.Flux)
+    out = clip.encode_from_tokens(clip.tokenize("a red circle"), return_pooled=True, return_dict=True)
+    cond, pooled = out["cond"], out["pooled_output"]  # what CLIP Text Encode puts into CONDITIONING
+    assert cond.shape == (1, flux_world.TEXT_TOKENS, wm.TEXT_WIDTH) and pooled.shape == (1, wm.TEXT_WIDTH)
+    assert torch.allclose(pooled, cond.mean(dim=1))
+    positive, empty = encode(clip, "a red circle"), encode(clip, "")
+    latents = sample_latents(model, positive, empty, steps=2, cfg=1.0, seed=0, batch=2)
+    assert latents.shape == (2, wm.LATENT_CHANNELS, 8, 8) and torch.isfinite(latents).all()
+    assert vae.decode(latents).shape == (2, 64, 64, 3)
+    # the pooled vector reaches the model as Flux's y
+    no_pool = [[positive[0][0], {"pooled_output": torch.zeros_like(pooled)}]]
+    assert not torch.equal(sample_latents(model, no_pool, empty, 2, 1.0, 0, 2), latents)
+
+
+def test_unet_checkpoints_without_arch_still_load_and_unknown_arch_is_clear(exported, tmp_path):
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.utils
+    if BUNDLED_UNET.exists():
+        assert "arch" not in wm.checkpoint_metadata(str(BUNDLED_UNET))
+        model, _, _ = wm.load_world_checkpoint(str(BUNDLED_UNET))
+        assert isinstance(model.model.diffusion_model, openaimodel.UNetModel)
+    sd = comfy.utils.load_torch_file(str(exported))
+    bad = tmp_path / "other.safetensors"
+    comfy.utils.save_torch_file(sd, str(bad), metadata={"arch": "dit"})
+    with pytest.raises(ValueError, match="arch 'dit'.*'unet' and 'flux'"):
+        wm.load_world_checkpoint(str(bad))
+    comfy.utils.save_torch_file(sd, str(bad))  # flux weights labelled as nothing: read as a UNet, refused
+    with pytest.raises(ValueError, match="does not match the world UNet"):
+        wm.load_world_checkpoint(str(bad))
+
+
+def test_nasa_patches_the_flux_world_model(exported):
+    from comfyui_nasa.nasa_core.adapters import apply_nasa
+    model, clip, _ = wm.load_world_checkpoint(str(exported))
+    flux_adapter_or_skip(model)
+    positive, empty = encode(clip, "a shape"), encode(clip, "")
+    plain = sample_latents(model, positive, empty, 2, 1.0, 0, 2)
+    negative = encode(clip, "red")[0][0]
+    assert torch.equal(sample_latents(apply_nasa(model, negative, 0.0), positive, empty, 2, 1.0, 0, 2), plain)
+    steered = sample_latents(apply_nasa(model, negative, 1.0), positive, empty, 2, 1.0, 0, 2)
+    assert (steered - plain).abs().max() > 1e-4
+
+
+@pytest.mark.skipif(not BUNDLED_FLUX.exists(), reason="the bundled flux world model is not in models/ yet")
+def test_bundled_flux_world_model_loads_through_the_node_and_draws_the_colour():
+    from comfyui_nasa.nodes.world_nodes import LoadNASAWorldModel, bundled_checkpoints
+    assert BUNDLED_FLUX.name in bundled_checkpoints()
+    assert BUNDLED_FLUX.stat().st_size < 8_000_000
+    model, clip, vae = LoadNASAWorldModel().load(BUNDLED_FLUX.name)
+    latents = sample_latents(model, encode(clip, "a large blue square on a white background"), encode(clip, ""),
+                             4, 3.0, 0, 8)
+    reads = world.read_attributes(images_from_latents(latents))
+    assert sum(world.matches(r, {"colour": "blue", "background": "white"}) for r in reads) >= 6
+    assert vae.decode(latents).shape == (8, 64, 64, 3)
+
+
+def test_rope_gradient_used_in_training_matches_plain_torch():
+    """On the modern tree the trainer registers a backward for comfy_kitchen's RoPE op (no-op elsewhere); the
+    gradient through ComfyUI's apply_rope must equal the one of an independent plain-torch rotation."""
+    import comfy.ldm.flux.math as flux_math
+    from comfy.ldm.flux.layers import EmbedND
+    flux_world.enable_rope_backward()
+    assert flux_world.enable_rope_backward() is False  # registered at most once
+    g = torch.Generator().manual_seed(0)
+    pe = EmbedND(dim=32, theta=10000, axes_dim=[8, 12, 12])(torch.randn(2, 5, 3, generator=g) * 3).float()
+    q = torch.randn(2, 4, 5, 32, generator=g, requires_grad=True)
+    k = torch.randn(2, 4, 5, 32, generator=g, requires_grad=True)
+    w = torch.randn(2, 2, 4, 5, 32, generator=g)
+
+    def rotate(x):  # each (even, odd) pair times its 2x2 matrix
+        pairs = x.reshape(*x.shape[:-1], -1, 2)
+        return (pe[..., 0] * pairs[..., 0:1] + pe[..., 1] * pairs[..., 1:2]).reshape(x.shape)
+
+    rq, rk = flux_math.apply_rope(q, k, pe)
+    got = torch.autograd.grad((rq * w[0]).sum() + (rk * w[1]).sum(), (q, k))
+    eq, ek = rotate(q), rotate(k)
+    want = torch.autograd.grad((eq * w[0]).sum() + (ek * w[1]).sum(), (q, k))
+    assert torch.allclose(rq, eq, atol=1e-5) and torch.allclose(rk, ek, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
