@@ -213,7 +213,6 @@ def flops_for(family: str, alpha: float, depth=None, latent=None):
     if counted_first != (1, len(layers)) or not cache_hit:
         raise RuntimeError(f"{family}: cache counts {counted_first} after the first call (expected 1, {len(layers)}); "
                            f"later call hit the cache: {cache_hit}")
-    del model, patcher, patched, run
     gc.collect()
     return dict(family=family, depth=depth, latent=list(latent), tokens=tokens, query_tokens=query_tokens[0],
                 base=base, nasa_first=first, nasa_later=later, cfg=cfg, cfg_nasa=cfg_nasa,

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from ..attention import NASAInputError, negative_attention, steer_away
-from .comfy_runtime import NASACallState, _same_weights, _weight_identity, comfy_attention_fn
+from .comfy_runtime import NASACallState, _same_weights, _weight_identity
 
 # state_key -> NASACallState of the denoiser call in progress (PixArt: no transformer_options inside the blocks)
 _ACTIVE_STATES: contextvars.ContextVar = contextvars.ContextVar("comfyui_nasa_active_states", default=None)
@@ -227,5 +227,5 @@ def occupants(model_patcher, key: str):
     return original, previous
 
 
-__all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "comfy_attention_fn",
-           "current_state", "install_state_publisher", "occupants", "steer_rows", "subtract_projected"]
+__all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "current_state",
+           "install_state_publisher", "occupants", "steer_rows", "subtract_projected", "weighted_modules"]

@@ -72,7 +72,6 @@ def _embed_caption(embedder):
 
 class PixArtAdapter(NASAAdapter):
     family = "PixArt-alpha / PixArt-sigma"
-    default_alpha = 0.5  # the paper's NASA-I scale for PixArt-alpha-based models
 
     def matches(self, model_patcher) -> bool:
         classes = _pixart_classes()
