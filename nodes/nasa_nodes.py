@@ -89,9 +89,13 @@ class ApplyNASAModelPatchAdvanced(ApplyNASAModelPatch):
                                         "tooltip": "Start of the sampling range NASA acts in (0 = first step)."}),
             "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
                                       "tooltip": "End of the sampling range NASA acts in (1 = last step)."}),
-            "input_blocks": ("BOOLEAN", {"default": True, "tooltip": "Apply in the UNet's down (input) blocks."}),
-            "middle_block": ("BOOLEAN", {"default": True, "tooltip": "Apply in the UNet's middle block."}),
-            "output_blocks": ("BOOLEAN", {"default": True, "tooltip": "Apply in the UNet's up (output) blocks."}),
+            "input_blocks": ("BOOLEAN", {"default": True, "tooltip": "Apply in the UNet's down (input) blocks. "
+                                         "On DiTs: the first third of the blocks (FLUX.1: its 19 double-stream blocks)."}),
+            "middle_block": ("BOOLEAN", {"default": True, "tooltip": "Apply in the UNet's middle block. "
+                                         "On DiTs: the middle third of the blocks."}),
+            "output_blocks": ("BOOLEAN", {"default": True, "tooltip": "Apply in the UNet's up (output) blocks. "
+                                          "On DiTs: the last third of the blocks. On FLUX/SD3, all three switches on "
+                                          "means the double-stream (joint) blocks only, the stable default."}),
         })
         return types
 

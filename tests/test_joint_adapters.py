@@ -25,7 +25,7 @@ from nasa_testkit import init_weights
 from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
 from comfyui_nasa.nasa_core.adapters.base import NASAInputError, UnsupportedModelError
 from comfyui_nasa.nasa_core.adapters.comfy_runtime import attach_prompt_negative
-from comfyui_nasa.nasa_core.adapters.joint import resolve_blocks
+from comfyui_nasa.nasa_core.adapters.joint import steered_positions
 
 CPU = torch.device("cpu")
 
@@ -53,6 +53,8 @@ def sd3_patcher(depth=2, ctx=48, adm=16, seed=0, num_blocks=None, xsa=()):
         cfg["num_blocks"] = num_blocks
     model = comfy.supported_models.SD3(cfg).get_model({})
     init_weights(model.diffusion_model, seed)
+    with torch.no_grad():  # a buffer made with torch.empty: garbage (sometimes NaN) unless filled
+        model.diffusion_model.pos_embed.normal_(0, 0.02, generator=torch.Generator().manual_seed(seed))
     return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
 
 
@@ -237,10 +239,12 @@ def test_alpha_zero_and_tiny_alpha_are_identity(family):
 
 
 @pytest.mark.parametrize("blocks,expected", [
-    ({"input", "middle", "output"}, {"double"}), ({"double", "single"}, {"double", "single"}),
-    ({"output"}, {"single"}), ({"input"}, {"double"})])
-def test_block_choice_mapping(blocks, expected):
-    assert resolve_blocks(blocks) == frozenset(expected)
+    ({"input", "middle", "output"}, range(19)), ({"double", "single"}, range(57)), ({"single"}, range(19, 57)),
+    ({"input"}, range(19)), ({"middle"}, range(19, 38)), ({"output"}, range(38, 57))])
+def test_block_choice_mapping_on_flux_layout(blocks, expected):
+    """FLUX.1 runs 19 double then 38 single blocks: the node's thirds fall on double / single 0-18 / single 19-37;
+    the node's default (all three switches) is the double blocks only."""
+    assert steered_positions(["double"] * 19 + ["single"] * 38, blocks) == list(expected)
 
 
 def test_block_counts_and_errors():
@@ -256,7 +260,9 @@ def test_block_counts_and_errors():
     only_single = slots(apply_nasa(flux, neg, 0.3, blocks={"single"}))  # the stream still runs the double blocks
     assert only_single == {**{("double_block", i): False for i in range(3)}, ("single_block", 0): True,
                            ("single_block", 1): True}
-    sd3 = sd3_patcher()
+    sd3 = sd3_patcher(depth=3)
+    first_third = slots(apply_nasa(sd3, cond(2, width=48)[0][0], 0.3, blocks={"input"}))  # no stream past block 0
+    assert first_third == {("double_block", 0): True}
     with pytest.raises(NASAInputError, match="no text cross-attention layer"):
         apply_nasa(sd3, cond(2, width=48)[0][0], 0.3, blocks={"single"})  # SD3 has no single-stream blocks
     with pytest.raises(NASAInputError, match="mixes UNet names"):

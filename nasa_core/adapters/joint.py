@@ -35,7 +35,8 @@ cross-attention form. Two routes, one result:
   the attention and the out-projection. At alpha 0 this is checked against the unpatched model by the tests.
 
 Blocks. ``double`` = the blocks with separate text and image weights (all 19 of FLUX.1, all of SD3's joint blocks),
-``single`` = FLUX's 38 single-stream blocks. Default: ``double`` only (see README: stability).
+``single`` = FLUX's 38 single-stream blocks. Default: ``double`` only (see README: stability). The Advanced
+node's input/middle/output switches select the first/middle/last third of all blocks in run order.
 """
 from __future__ import annotations
 
@@ -51,13 +52,20 @@ from .comfy_runtime import NASARun, install_wrapper
 
 HAS_ATTENTION_OVERRIDE = hasattr(comfy_attention, "wrap_attn")
 DEFAULT_JOINT_BLOCKS = frozenset({"double"})
-_UNET_TO_JOINT = {"input": "double", "output": "single"}
+_THIRDS = ("input", "middle", "output")
+
+
+def third_of(position: int, count: int) -> str:
+    """The Advanced node's switches on a DiT: first, middle and last third of the blocks in the order they
+    run (as the PixArt/Wan adapters read them). On FLUX.1 (19 double + 38 single) the first third is exactly the
+    double blocks."""
+    return _THIRDS[min(position * 3 // max(count, 1), 2)]
 
 
 def resolve_blocks(blocks) -> frozenset:
-    """The joint block kinds a settings' ``blocks`` asks for. The UNet default (all of input/middle/output, what
-    the nodes send unless told otherwise) means the family default (double blocks); the Advanced node's
-    checkboxes map input -> double, output -> single, middle -> nothing."""
+    """What a settings' ``blocks`` asks for on a joint-attention model: joint kinds ({"double", "single"}), or the
+    UNet names of the Advanced node's switches (thirds, see ``third_of``). The UNet default (all three, what the
+    nodes send unless told otherwise) means the family default: the double blocks."""
     blocks = frozenset(blocks)
     joint = blocks & JOINT_BLOCKS
     if joint:
@@ -67,7 +75,15 @@ def resolve_blocks(blocks) -> frozenset:
         return joint
     if blocks == ALL_BLOCKS:
         return DEFAULT_JOINT_BLOCKS
-    return frozenset(_UNET_TO_JOINT[b] for b in blocks if b in _UNET_TO_JOINT)
+    return blocks
+
+
+def steered_positions(flat_kinds, blocks) -> list:
+    """Indices into the model's blocks (in run order) that NASA steers."""
+    chosen = resolve_blocks(blocks)
+    if chosen & JOINT_BLOCKS:
+        return [j for j, kind in enumerate(flat_kinds) if kind in chosen]
+    return [j for j in range(len(flat_kinds)) if third_of(j, len(flat_kinds)) in chosen]
 
 
 class JointNASARun(NASARun):
@@ -430,19 +446,18 @@ class _JointAdapter(NASAAdapter):
 
     def install(self, model_patcher, settings: NASASettings, run: JointNASARun) -> int:
         dm = model_patcher.model.diffusion_model
-        kinds = resolve_blocks(settings.blocks)
         lists = self.block_lists(dm)
         run.diffusion_model = dm
         # The stream must run through every block up to the last one NASA steers; none after it.
         flat = [(kind, i, block) for kind, blocks in lists for i, block in enumerate(blocks)]
-        steered = [j for j, (kind, _, _) in enumerate(flat) if kind in kinds]
+        steered = steered_positions([kind for kind, _, _ in flat], settings.blocks)
         if not steered:
             return 0
         last = steered[-1]
         replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
         for j, (kind, i, block) in enumerate(flat[:last + 1]):
             key = (f"{kind}_block", i)
-            patch = JointBlockPatch(run, self.joint, kind, i, block, apply=kind in kinds, last=(j == last),
+            patch = JointBlockPatch(run, self.joint, kind, i, block, apply=j in steered, last=(j == last),
                                     previous=replace.get(key))
             model_patcher.set_model_patch_replace(patch, "dit", key[0], i)
         install_wrapper(model_patcher, run)
