@@ -421,3 +421,26 @@ def test_mmdit_x_self_attention_blocks():
     base = sample(model, pos, neg)
     torch.testing.assert_close(sample(apply_nasa(model, cond(2, 7, 48)[0][0], 1e-30), pos, neg), base,
                                atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(not hasattr(__import__("comfy.ldm.modules.attention", fromlist=["x"]), "wrap_attn"),
+                    reason="optimized_attention_override exists only in the modern ComfyUI tree")
+def test_existing_attention_override_keeps_running():
+    """Another pack's optimized_attention_override (modern ComfyUI) is chained: it sees every attention call,
+    NASA's negative attention included, and the result is NASA's."""
+    model = flux_patcher()
+    pos, neg = cond(1), cond(9)
+    seen = []
+
+    def counting_override(func, *args, **kwargs):
+        seen.append(args[0].shape)
+        return func(*args, **kwargs)
+
+    with_override = model.clone()
+    with_override.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = counting_override
+    expected = sample(apply_nasa(model, cond(2, 7)[0][0], 0.5), pos, neg)
+    got = sample(apply_nasa(with_override, cond(2, 7)[0][0], 0.5), pos, neg)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    # one call: 4 joint attentions (2 double + 2 single blocks) + NASA's in the 2 steered double blocks:
+    # Z- in both, the negative stream's own attention in block 0 (block 1 is the last one that needs it)
+    assert len(seen) == 4 + 3
