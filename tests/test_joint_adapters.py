@@ -444,3 +444,25 @@ def test_existing_attention_override_keeps_running():
     # one call: 4 joint attentions (2 double + 2 single blocks) + NASA's in the 2 steered double blocks:
     # Z- in both, the negative stream's own attention in block 0 (block 1 is the last one that needs it)
     assert len(seen) == 4 + 3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_flux(dtype):
+    """FLUX in bf16/fp16 (as users run it): finite, steered, and the whole route at a vanishing alpha is the
+    unpatched result exactly (the subtraction is done in fp32 and cast back)."""
+    cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=16, context_in_dim=32, hidden_size=64,
+               mlp_ratio=4.0, num_heads=4, depth=2, depth_single_blocks=2, axes_dim=[4, 6, 6], theta=10000,
+               patch_size=2, qkv_bias=True, guidance_embed=False)
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(flux_model.FluxParams)}:
+        cfg["txt_ids_dims"] = []
+    config = comfy.supported_models.FluxSchnell(cfg)
+    config.set_inference_dtype(dtype, None)
+    model = config.get_model({})
+    init_weights(model.diffusion_model, 0)
+    model.diffusion_model.to(dtype)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+    pos, neg = cond(1), cond(9)
+    base = sample(patcher, pos, neg)
+    steered = sample(apply_nasa(patcher, cond(2, 7)[0][0], 0.5, blocks={"double", "single"}), pos, neg)
+    assert torch.isfinite(steered).all() and (steered - base).abs().max() > 1e-2
+    assert torch.equal(sample(apply_nasa(patcher, cond(2, 7)[0][0], 1e-30), pos, neg), base)
