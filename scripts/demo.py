@@ -2,8 +2,9 @@
 
 With the bundled world model (models/nasa_world_teacher.safetensors, trained here on 64x64 images of
 coloured shapes), it samples a few prompt / negative pairs with none / CFG / NASA at 1, 4 and 20 steps
-through comfy.sample (as KSampler does), prints how many images of each cell are free of the negative's
-attribute (read from the pixels), and writes the images side by side as a PNG grid.
+through comfy.sample (as KSampler does), and the same at 1 step with the bundled one-step NASA-T student
+distilled from it (models/nasa_world_student_nasa_t.safetensors), prints how many images of each cell are
+free of the negative's attribute (read from the pixels), and writes the images side by side as a PNG grid.
 
     python scripts/demo.py [--out out/demo_grid.png]
 """
@@ -13,6 +14,7 @@ from comfy_runtime import ROOT, setup_comfy
 
 
 BUNDLED = ROOT / "models" / "nasa_world_teacher.safetensors"
+STUDENT = ROOT / "models" / "nasa_world_student_nasa_t.safetensors"
 WORLD_PAIRS = [("a shape", "red"), ("a shape on a white background", "circle"), ("a large shape", "blue")]
 
 
@@ -27,29 +29,34 @@ def world_demo(args):
     from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents, save_grid
 
     model, clip, _ = load_world_checkpoint(str(BUNDLED))
+    models = {"teacher": model}
+    if STUDENT.exists():
+        models["student"] = load_world_checkpoint(str(STUDENT))[0]
     empty = encode(clip, "")
     tiles, lines = [], []
-    cells = [(steps, method) for steps in (1, 4, 20) for method in ("none", "CFG", "NASA")]
+    cells = [("teacher", steps, method) for steps in (1, 4, 20) for method in ("none", "CFG", "NASA")]
+    cells += [("student", 1, method) for method in ("none", "CFG", "NASA") if "student" in models]
     for pos_text, neg_text in tqdm(WORLD_PAIRS, desc="prompts"):
         pos, neg = encode(clip, pos_text), encode(clip, neg_text)
         unwanted = world.attributes_of_prompt(neg_text)
         row = []
-        for steps, method in cells:
+        for who, steps, method in cells:
             base_cfg = args.cfg if steps >= 20 else 1.0
-            m, negative, cfg = {"none": (model, empty, base_cfg), "CFG": (model, neg, args.cfg),
-                                "NASA": (apply_nasa(model, neg[0][0], args.alpha), empty, base_cfg)}[method]
+            mm = models[who]
+            m, negative, cfg = {"none": (mm, empty, base_cfg), "CFG": (mm, neg, args.cfg),
+                                "NASA": (apply_nasa(mm, neg[0][0], args.alpha), empty, base_cfg)}[method]
             images = images_from_latents(sample_latents(m, pos, negative, steps, cfg, args.seed, args.per_cell))
             free = sum(not world.shows(r, unwanted) for r in world.read_attributes(images))
             row.append(f"{free}/{len(images)}")
             tiles.append(images)
         lines.append((pos_text, neg_text, row))
-    header = " | ".join(f"{m} {s}" for s, m in cells)
+    header = " | ".join(f"{w} {m} {s}" for w, s, m in cells)
     print(f"\nimages free of the negative (of {args.per_cell} per cell)\nprompt / negative | {header}")
     for pos_text, neg_text, row in lines:
         print(f"{pos_text} / {neg_text} | " + " | ".join(row))
     out = save_grid(torch.cat(tiles), args.out, columns=len(cells) * args.per_cell)
     print(f"\nrows: {', '.join(f'{p!r} minus {n!r}' for p, n in WORLD_PAIRS)}; columns: " +
-          ", ".join(f"{m} at {s} step{'s' if s > 1 else ''}" for s, m in cells) + f" ({args.per_cell} images each)")
+          ", ".join(f"{w} {m} at {s} step{'s' if s > 1 else ''}" for w, s, m in cells) + f" ({args.per_cell} images each)")
     print(f"wrote {out}")
 
 

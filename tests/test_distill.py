@@ -356,3 +356,38 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path):
     other = Distiller(tiny(tmp_path, lr_student=1e-3))
     with pytest.raises(ConfigError, match="other settings.*lr_student"):
         other.load(path)
+
+
+# ---------------------------------------------------------------------------------------------- the bundled students
+
+STUDENTS = [ROOT / "models" / "nasa_world_student_sbv2.safetensors",
+            ROOT / "models" / "nasa_world_student_nasa_t.safetensors"]
+
+
+@pytest.mark.parametrize("path", STUDENTS, ids=lambda p: p.stem)
+def test_bundled_students_sample_in_one_step_and_take_nasa(path):
+    from comfyui_nasa.nasa_core.adapters import apply_nasa
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata, load_world_checkpoint
+    from comfyui_nasa.nasa_core.world_model.sampling import encode, sample_latents
+    assert path.exists(), f"{path.name} is missing: distil it as the README's NASA-T section says"
+    meta = checkpoint_metadata(str(path))
+    assert "python -m nasa_core.distill" in meta["command"] and json.loads(meta["nasa_t_config"])["seed"] == 0
+    model, clip, _ = load_world_checkpoint(str(path))
+    pos, neg, empty = encode(clip, "a shape"), encode(clip, "red"), encode(clip, "")
+    plain = sample_latents(model, pos, empty, 1, 1.0, 0, 2)
+    steered = sample_latents(apply_nasa(model, neg[0][0], 0.25), pos, empty, 1, 1.0, 0, 2)
+    assert torch.isfinite(plain).all() and not torch.allclose(plain, steered)
+    zero = sample_latents(apply_nasa(model, neg[0][0], 0.0), pos, empty, 1, 1.0, 0, 2)
+    assert torch.equal(zero, plain)
+
+
+def test_student_tables_run_at_tiny_n(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "student_tables.py"), "--n", "2", "--quality-n", "2",
+                        "--pairs", "1", "--alphas", "0.5", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    quality = json.loads((tmp_path / "students_quality.json").read_text())
+    assert [row["model"] for row in quality["rows"]][:3] == ["teacher", "teacher", "SBv2 student"]
+    for name in ("sbv2", "nasa_t"):
+        cells = json.loads((tmp_path / f"removal_student_{name}.json").read_text())["cells"]
+        assert {c["method"] for c in cells} == {"none", "CFG", "NASA"} and all(c["steps"] == 1 for c in cells)
