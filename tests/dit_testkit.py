@@ -147,3 +147,40 @@ def wan_reference(attn, x, context, neg_embedded, alpha, context_img_len=None):
     v_neg = linear(neg_embedded, attn.v).expand(x.shape[0], -1, -1)
     z = softmax_attention(q, k, v, heads) - alpha * softmax_attention(q, k_neg, v_neg, heads) + image
     return linear(z, attn.o)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checks both cross-attention DiT families run (sample, cond and neg are each test file's own helpers)
+
+
+def check_per_prompt_equals_model_wide(model, sample, cond, neg):
+    """NASA Negative Conditioning on an enabled model gives what Apply NASA Model Patch's negative gives."""
+    from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+    pos, negative = cond(1), [[neg(2), {}]]
+    model_wide, = ApplyNASAModelPatch().patch(model, 0.5, nasa_negative=negative)
+    enabled, = ApplyNASAModelPatch().patch(model, 0.5)
+    positive, = NASANegativeConditioning().attach(pos, negative, 0.5)
+    a, b = sample(model_wide, pos, steps=2), sample(enabled, positive, steps=2)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, sample(model, pos, steps=2), atol=1e-4)
+
+
+def check_cfg_leaves_uncond_alone(model, sample, cond, neg):
+    """Under CFG the model-wide negative acts on the cond branch only: the uncond prediction is bit-identical."""
+    from comfyui_nasa.nasa_core.adapters import apply_nasa
+    captured = {}
+
+    def capture(tag):
+        def cfg_fn(args):
+            captured[tag] = (args["cond_denoised"].clone(), args["uncond_denoised"].clone())
+            return args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * args["cond_scale"]
+        return cfg_fn
+
+    plain = model.clone()
+    plain.set_model_sampler_cfg_function(capture("plain"))
+    nasa = apply_nasa(plain, neg(2), 0.8)
+    nasa.set_model_sampler_cfg_function(capture("nasa"))
+    for m in (plain, nasa):
+        sample(m, cond(1), negative=cond(9), cfg=4.0)
+    assert torch.equal(captured["plain"][1], captured["nasa"][1])
+    assert (captured["plain"][0] - captured["nasa"][0]).abs().max() > 1e-3

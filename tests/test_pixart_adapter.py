@@ -97,32 +97,11 @@ def test_block_against_plain_torch_reference_at_pixart_alpha_width():
 
 
 def test_per_prompt_negative_equals_model_wide_negative(model):
-    pos, negative = cond(1), [[neg(2), {}]]
-    model_wide, = ApplyNASAModelPatch().patch(model, 0.5, nasa_negative=negative)
-    enabled, = ApplyNASAModelPatch().patch(model, 0.5)
-    positive, = NASANegativeConditioning().attach(pos, negative, 0.5)
-    a, b = sample(model_wide, pos, steps=2), sample(enabled, positive, steps=2)
-    assert torch.allclose(a, b, atol=1e-5)
-    assert not torch.allclose(a, sample(model, pos, steps=2), atol=1e-4)
+    dk.check_per_prompt_equals_model_wide(model, sample, cond, neg)
 
 
 def test_cfg_leaves_the_uncond_branch_alone(model):
-    captured = {}
-
-    def capture(tag):
-        def cfg_fn(args):
-            captured[tag] = (args["cond_denoised"].clone(), args["uncond_denoised"].clone())
-            return args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * args["cond_scale"]
-        return cfg_fn
-
-    plain = model.clone()
-    plain.set_model_sampler_cfg_function(capture("plain"))
-    nasa = apply_nasa(plain, neg(2), 0.8)
-    nasa.set_model_sampler_cfg_function(capture("nasa"))
-    for m in (plain, nasa):
-        sample(m, cond(1), negative=cond(9), cfg=4.0)
-    assert torch.equal(captured["plain"][1], captured["nasa"][1])
-    assert (captured["plain"][0] - captured["nasa"][0]).abs().max() > 1e-3
+    dk.check_cfg_leaves_uncond_alone(model, sample, cond, neg)
 
 
 class OffsetCrossAttention(torch.nn.Module):
