@@ -3,12 +3,14 @@
 
 (a) FLOPs of one denoiser call on the meta device (FlopCounterMode; matmuls, convolutions and attention only),
     ComfyUI's real configurations: FLUX.1 (19 double + 38 single blocks, 3072 wide) at 1024 px with 256 and 512
-    T5 tokens, SD3.5-Large (38 joint blocks, 2432 wide) at 1024 px with 333 text tokens. The negative has as many
+    T5 tokens, SD3.5-Large (38 joint blocks, 2432 wide) at 1024 px with 333 text tokens, steering all its joint
+    blocks and the family default (the first third in run order: 13 of 38). The negative has as many
     tokens as the positive. Counted: no NASA, NASA (first call and a later call: nothing is cached between steps,
     the text branch is modulated by the timestep), CFG (batch 2), CFG + NASA, and the floors of
     shared/notes/targets.md ("full", "full+", "kv"), computed here from the shapes alone, the way targets.md counts
     them (the negative embedded once; in every steered block the negative's Q/K/V and the image queries'
-    attention to it; in every block but the last the stream's out-projection and MLP; "full+" adds the
+    attention to it; in every block before the last steered one the stream's out-projection and MLP (blocks
+    between steered ones carry the stream without the image-query attention); "full+" adds the
     negative queries over [negative; image]; "kv" applies only the K/V rows). The script checks that these
     floors reproduce targets.md.
 (b) CPU wall-clock of NASA / none and CFG / none at real widths, few blocks, 256 px, and the peak memory of a
@@ -17,7 +19,8 @@
     far above the 1024 px one: the point of (b) is that the time follows the FLOPs.
 
     nice python benchmarks/bench_joint.py                   # ~4 min on 2 CPU cores
-    nice python benchmarks/bench_joint.py --skip-wallclock  # FLOPs only
+    nice python benchmarks/bench_joint.py --skip-wallclock  # FLOPs and (c)
+    nice python benchmarks/bench_joint.py --skip-wallclock --skip-scale --out benchmarks/results/joint_flops_latest
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/bench_joint.py
 """
 from __future__ import annotations
@@ -129,8 +132,23 @@ def joint_call(patcher, apply_model, x, sigma, context, y, cond_or_uncond, guida
 # The floors, from the shapes only
 
 
-def floors(dm, family, tokens, image_tokens, steered_kinds):
-    """{reading: FLOPs} as shared/notes/targets.md counts them (2 FLOPs per multiply-add)."""
+_THIRDS = ("input", "middle", "output")
+
+
+def steered_in_floor(kinds, blocks):
+    """Positions (run order) a block choice steers, written out here rather than taken from the adapter: joint
+    kinds select by kind; the node's thirds (all three = the family default, the first third) by position."""
+    blocks = set(blocks)
+    if blocks & {"double", "single"}:
+        return [j for j, kind in enumerate(kinds) if kind in blocks]
+    if blocks == set(_THIRDS):
+        blocks = {"input"}
+    return [j for j in range(len(kinds)) if _THIRDS[min(3 * j // len(kinds), 2)] in blocks]
+
+
+def floors(dm, family, tokens, image_tokens, blocks_asked):
+    """{reading: FLOPs} as shared/notes/targets.md counts them (2 FLOPs per multiply-add). ``blocks_asked``:
+    what apply_nasa was given (see steered_in_floor)."""
     t, n = tokens, image_tokens
     if family == "FLUX.1":
         c = dm.hidden_size
@@ -144,13 +162,14 @@ def floors(dm, family, tokens, image_tokens, steered_kinds):
         m = dm.joint_blocks[0].context_block.mlp.fc1.out_features
         blocks = [("double", c * 3 * c, c * c + 2 * c * m)] * len(dm.joint_blocks)
         embed = 2 * t * dm.context_embedder.in_features * c
-    last = max(i for i, (kind, _, _) in enumerate(blocks) if kind in steered_kinds)
+    steered = set(steered_in_floor([kind for kind, _, _ in blocks], blocks_asked))
+    last = max(steered)
     out = {}
     for reading in ("full", "full+", "kv"):
         total = embed
         for i, (kind, qkv_macs, advance_macs) in enumerate(blocks[:last + 1]):
             total += 2 * t * (qkv_macs * 2 // 3 if reading == "kv" else qkv_macs)
-            if kind in steered_kinds:
+            if i in steered:
                 total += 2 * 2 * n * t * c  # image queries: Q K-^T and P V-
             if reading != "kv" and i < last:
                 total += 2 * t * advance_macs
@@ -161,16 +180,27 @@ def floors(dm, family, tokens, image_tokens, steered_kinds):
 
 
 def flops_for(name, tokens, alpha, px=1024, kinds=("double",), **build_kw):
+    """kinds=None: the family default (apply_nasa without blocks)."""
     import torch
     from comfyui_nasa.nasa_core.adapters import apply_nasa
+    from comfyui_nasa.nasa_core.adapters.base import ALL_BLOCKS
+    from comfyui_nasa.nasa_core.adapters.joint import JointBlockPatch
     meta = torch.device("meta")
     spec = MODELS[name]
     model, patcher = build(name, device=meta, **build_kw)
     dm = model.diffusion_model
     g = torch.Generator().manual_seed(0)
     negative = torch.randn(1, tokens, 4096, generator=g)
-    patched = {s: apply_nasa(patcher, negative, alpha, blocks=set(kinds), negative_stream=s)
+    asked = set(ALL_BLOCKS) if kinds is None else set(kinds)
+    patched = {s: apply_nasa(patcher, negative, alpha, blocks=asked, negative_stream=s)
                for s in ("full+", "full", "kv")}
+    layout = ["double"] * len(getattr(dm, "double_blocks", getattr(dm, "joint_blocks", [])))
+    layout += ["single"] * len(getattr(dm, "single_blocks", []))
+    slots = patched["full+"].model_options["transformer_options"]["patches_replace"]["dit"].values()
+    installed = sum(1 for v in slots if isinstance(v, JointBlockPatch) and v.apply)
+    if installed != len(steered_in_floor(layout, asked)):
+        raise RuntimeError(f"{name}: the adapter steers {installed} blocks, the floor counts "
+                           f"{len(steered_in_floor(layout, asked))}")
     sigma = torch.tensor([float(model.model_sampling.percent_to_sigma(0.5))])
     model.model_sampling.to(meta)
 
@@ -199,10 +229,14 @@ def flops_for(name, tokens, alpha, px=1024, kinds=("double",), **build_kw):
         if nasa_run_of(patched["full+"]).calls_applied < 3:
             raise RuntimeError(f"{name}: NASA did not apply in the counted calls")
     image_tokens = (lat // 2) ** 2
-    fl = floors(dm, name, tokens, image_tokens, set(kinds))
+    fl = floors(dm, name, tokens, image_tokens, asked)
     del model, patcher, patched
     gc.collect()
-    return dict(model=name, tokens=tokens, resolution=px, image_tokens=image_tokens, blocks=sorted(kinds),
+    label = (f"default: first third ({installed} of {len(layout)})" if kinds is None
+             else "+".join(sorted(kinds)))
+    return dict(model=name, tokens=tokens, resolution=px, image_tokens=image_tokens,
+                blocks=["default"] if kinds is None else sorted(kinds), blocks_label=label,
+                steered_blocks=installed, block_count=len(layout),
                 base=base, cfg=cfg, cfg_nasa=cfg_nasa, nasa=nasa, floors=fl)
 
 
@@ -211,7 +245,7 @@ def check_targets(r):
     if t is None:
         return True, "no targets.md row"
     key = "all" if "single" in r["blocks"] else "double"
-    if key not in t:
+    if key not in t or "default" in r["blocks"]:
         return True, "no targets.md row"
     base_ok = abs(r["base"] / 1e12 - t["base"]) < 0.0015
     got = {k: round(pct(v, r["base"]), 2) for k, v in r["floors"].items()}
@@ -223,7 +257,7 @@ def check_targets(r):
 def flop_lines(r):
     b = r["base"]
     head = (f"{r['model']} {r['resolution']}px ({r['image_tokens']} image tokens), {r['tokens']} text tokens, "
-            f"negative of {r['tokens']} tokens, NASA in {'+'.join(r['blocks'])} blocks")
+            f"negative of {r['tokens']} tokens, NASA in {r['blocks_label']} blocks")
     lines = [head, f"  one call, no NASA      {b / 1e12:8.3f} TFLOP",
              f"  CFG (batch 2)          {r['cfg'] / 1e12:8.3f} TFLOP  +{pct(r['cfg'] - b, b):.2f}%",
              f"  CFG + NASA (full+)     {r['cfg_nasa'] / 1e12:8.3f} TFLOP  +{pct(r['cfg_nasa'] - b, b):.2f}% "
@@ -383,7 +417,7 @@ def markdown(meta, flops, clocks, scales=()):
         b = r["base"]
         n = {s: pct(r["nasa"][s]["later"] - b, b) for s in r["nasa"]}
         f = {s: pct(v, b) for s, v in r["floors"].items()}
-        out.append(f"| {r['model']} {r['resolution']}px | {r['tokens']} | {'+'.join(r['blocks'])} | {b / 1e12:.3f} | "
+        out.append(f"| {r['model']} {r['resolution']}px | {r['tokens']} | {r['blocks_label']} | {b / 1e12:.3f} | "
                    f"+{pct(r['cfg'] - b, b):.1f}% | +{n['full+']:.2f}% | +{f['full+']:.2f}% | "
                    f"{n['full+'] / f['full+']:.3f} | +{n['full']:.2f}% | +{f['full']:.2f}% | +{n['kv']:.2f}% | "
                    f"+{f['kv']:.2f}% |")
@@ -423,7 +457,7 @@ def main(argv=None):
         print("\n== (a) FLOPs of one denoiser call (meta device) ==", flush=True)
         for name, tokens, kinds in (("FLUX.1", 256, ("double",)), ("FLUX.1", 256, ("double", "single")),
                                     ("FLUX.1", 512, ("double",)), ("FLUX.1", 512, ("double", "single")),
-                                    ("SD3.5-Large", 333, ("double",))):
+                                    ("SD3.5-Large", 333, ("double",)), ("SD3.5-Large", 333, None)):
             r = flops_for(name, tokens, args.alpha, kinds=kinds)
             ok, msg = check_targets(r)
             r["targets_check"], r["matches_targets"] = msg, ok

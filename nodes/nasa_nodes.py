@@ -95,7 +95,8 @@ class ApplyNASAModelPatchAdvanced(ApplyNASAModelPatch):
                                          "On DiTs: the middle third of the blocks."}),
             "output_blocks": ("BOOLEAN", {"default": True, "tooltip": "Apply in the UNet's up (output) blocks. "
                                           "On DiTs: the last third of the blocks. On FLUX/SD3, all three switches on "
-                                          "means the double-stream (joint) blocks only, the stable default."}),
+                                          "means the family default, the first third only (FLUX.1: the double "
+                                          "blocks), the cautious default."}),
         })
         return types
 

@@ -243,8 +243,17 @@ def test_alpha_zero_and_tiny_alpha_are_identity(family):
     ({"input"}, range(19)), ({"middle"}, range(19, 38)), ({"output"}, range(38, 57))])
 def test_block_choice_mapping_on_flux_layout(blocks, expected):
     """FLUX.1 runs 19 double then 38 single blocks: the node's thirds fall on double / single 0-18 / single 19-37;
-    the node's default (all three switches) is the double blocks only."""
+    the node's default (all three switches) = the family default (the first third) = the double blocks only."""
     assert steered_positions(["double"] * 19 + ["single"] * 38, blocks) == list(expected)
+
+
+@pytest.mark.parametrize("count,expected", [(38, range(13)), (24, range(8)), (6, range(2)), (2, range(1))])
+def test_default_on_sd3_layouts_is_the_first_third(count, expected):
+    """SD3.5-Large (38 joint blocks), SD3/SD3.5-Medium (24): the default steers the first third; {"double"}
+    still asks for every joint block."""
+    kinds = ["double"] * count
+    assert steered_positions(kinds, {"input", "middle", "output"}) == list(expected)
+    assert steered_positions(kinds, {"double"}) == list(range(count))
 
 
 def test_block_counts_and_errors():
@@ -256,13 +265,21 @@ def test_block_counts_and_errors():
         return {k: v.apply for k, v in p.model_options["transformer_options"]["patches_replace"]["dit"].items()
                 if isinstance(v, JointBlockPatch)}
 
-    assert slots(apply_nasa(flux, neg, 0.3)) == {("double_block", i): True for i in range(3)}
+    assert slots(apply_nasa(flux, neg, 0.3, blocks={"double"})) == {("double_block", i): True for i in range(3)}
+    # the default is the first third in run order (on FLUX.1's real 19 + 38 layout: the double blocks)
+    assert slots(apply_nasa(flux, neg, 0.3)) == {("double_block", i): True for i in range(2)}
     only_single = slots(apply_nasa(flux, neg, 0.3, blocks={"single"}))  # the stream still runs the double blocks
     assert only_single == {**{("double_block", i): False for i in range(3)}, ("single_block", 0): True,
                            ("single_block", 1): True}
     sd3 = sd3_patcher(depth=3)
     first_third = slots(apply_nasa(sd3, cond(2, width=48)[0][0], 0.3, blocks={"input"}))  # no stream past block 0
     assert first_third == {("double_block", 0): True}
+    sd3_six = sd3_patcher(depth=2, num_blocks=6)
+    sd3_neg = cond(2, width=48)[0][0]
+    # the default = the first third: blocks 0-1 steered, no patch (no stream) from block 2 on
+    assert slots(apply_nasa(sd3_six, sd3_neg, 0.3)) == {("double_block", i): True for i in range(2)}
+    assert slots(apply_nasa(sd3_six, sd3_neg, 0.3, blocks={"double"})) == {("double_block", i): True for i in range(6)}
+    assert slots(apply_nasa(sd3_six, sd3_neg, 0.3, blocks={"output"})) == {("double_block", i): i >= 4 for i in range(6)}
     with pytest.raises(NASAInputError, match="no text cross-attention layer"):
         apply_nasa(sd3, cond(2, width=48)[0][0], 0.3, blocks={"single"})  # SD3 has no single-stream blocks
     with pytest.raises(NASAInputError, match="mixes UNet names"):
@@ -304,7 +321,7 @@ def test_block_matches_reference_and_chains_previous_patch(name):
     for i in range(3):
         chained.set_model_patch_replace(recorder, "dit", "double_block", i)
     neg = cond(2, 6, width)[0][0]
-    patched = apply_nasa(chained, neg, alpha)
+    patched = apply_nasa(chained, neg, alpha, blocks={"double"})  # all 3 blocks (the default would steer block 0)
     x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
     run_one_call(patched, cond(1, width=width)[0][0], cond(1, width=width, pooled=pooled)[0][1]["pooled_output"], x)
     assert len(recorder.calls) == 3
