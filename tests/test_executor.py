@@ -423,3 +423,29 @@ def test_second_prompt_on_the_same_executor_matches_a_fresh_one(comfy_run, no_na
     assert not torch.allclose(a, b, atol=1e-4), "the two negatives should give different latents"
     alone = comfy_run(second, comfy_run.executor())
     assert torch.equal(b, alone), (b - alone).abs().max()
+
+
+@pytest.mark.parametrize("name", ["nasa_world_1step", "nasa_world_student_1step"])
+def test_bundled_world_workflow_runs_in_comfyuis_executor(comfy_run, no_nasa_warnings, name):
+    """The shipped API-format graph with the bundled world model (teacher, or the one-step NASA-T student):
+    Load NASA World Model, CLIP Text Encode, Apply NASA Model Patch, KSampler, VAE Decode, Save Image, validated
+    and executed by ComfyUI's own executor; the saved PNGs are read back by the world's pixel reader."""
+    import numpy as np
+    from PIL import Image
+    from comfyui_nasa.nasa_core import world
+    prompt = json.loads((Path(__file__).resolve().parents[1] / "workflows" / f"{name}.api.json").read_text())
+    save = next(k for k, v in prompt.items() if v["class_type"] == "SaveImage")
+    prompt[save]["inputs"]["filename_prefix"] = f"nasa_test/{name}"
+    executor = comfy_run.executor()
+    prompt_id = str(uuid.uuid4())
+    valid = asyncio.run(comfy_run.execution.validate_prompt(prompt_id, prompt, None))
+    assert valid[0], f"ComfyUI rejected {name}: {valid[1]} {valid[3]}"
+    executor.execute(prompt, prompt_id, {"client_id": "nasa-test"}, valid[2])
+    assert executor.success, [d for e, d in executor.status_messages if e == "execution_error"]
+    images = executor.history_result["outputs"][save]["images"]
+    assert len(images) == 4
+    pixels = torch.stack([torch.from_numpy(np.array(Image.open(comfy_run.output_dir / i["subfolder"] / i["filename"])))
+                          for i in images]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert pixels.shape == (4, 3, 64, 64)
+    reads = world.read_attributes(pixels)
+    assert all(r["background"] in world.VOCAB["background"] for r in reads)  # a world scene, not noise
