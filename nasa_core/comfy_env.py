@@ -1,6 +1,6 @@
 """Start a real ComfyUI runtime for the command-line tools (trainers, demo, benchmarks) when they run
-outside ComfyUI: the tree at COMFYUI_PATH, else the PyPI copy in .deps/comfy_pypi that scripts/setup.sh
-installs. Inside ComfyUI none of this runs: ComfyUI has already set itself up."""
+outside ComfyUI: the tree at COMFYUI_PATH, else the ComfyUI this pack sits in (ComfyUI/custom_nodes/<pack>),
+else the PyPI copy in .deps/comfy_pypi that scripts/setup.sh installs. Inside ComfyUI none of this runs: ComfyUI has already set itself up."""
 import importlib.util
 import os
 import sys
@@ -9,11 +9,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _enclosing_comfyui():
+    """The ComfyUI this pack is installed in (ComfyUI/custom_nodes/<pack>), if any."""
+    for parent in ROOT.parents:
+        if (parent / "comfy").is_dir() and (parent / "nodes.py").is_file():
+            return str(parent)
+    return None
+
+
 def setup_comfy(cpu=None, import_pack: bool = True):
     """Make ``comfy`` importable, parse ComfyUI's arguments (CPU unless a GPU is there, PyTorch attention),
     and import this pack as package ``comfyui_nasa``, the way ComfyUI imports a custom node folder."""
     if "comfy.model_management" not in sys.modules:
-        path = os.environ.get("COMFYUI_PATH")
+        path = os.environ.get("COMFYUI_PATH") or _enclosing_comfyui()
         if path:
             sys.path.insert(0, str(Path(path).resolve()))
         elif (ROOT / ".deps" / "comfy_pypi").is_dir():
