@@ -31,7 +31,7 @@ def main(argv=None):
     p.add_argument("--nasa-t", default=STUDENTS["NASA-T"])
     p.add_argument("--n", type=int, default=100, help="removal table: images per prompt pair and cell")
     p.add_argument("--quality-n", type=int, default=200, help="quality table: prompts")
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.25, 0.5], help="NASA-I scales (removal)")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 1.0], help="NASA-I scales (removal)")
     p.add_argument("--quality-alpha", type=float, default=0.25, help="NASA-I scale in the quality rows")
     p.add_argument("--pairs", type=int, default=6)
     p.add_argument("--skip-removal", action="store_true")
