@@ -15,7 +15,9 @@ class LoadNASAWorldModel:
     @classmethod
     def INPUT_TYPES(cls):
         names = bundled_checkpoints() or ["nasa_world_teacher.safetensors"]
-        return {"required": {"checkpoint": (names, {"tooltip": "A world model shipped in this pack's models/ folder."})}}
+        tip = ("A world model shipped in this pack's models/ folder: nasa_world_teacher (SD-style UNet, "
+               "cross-attention) or nasa_world_flux (ComfyUI's FLUX classes, joint attention).")
+        return {"required": {"checkpoint": (names, {"tooltip": tip})}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"

@@ -40,16 +40,17 @@ def flux_adapter_or_skip(model):
         pytest.skip("no NASA adapter for Flux is registered in nasa_core.adapters yet")
 
 
-def test_model_is_comfys_flux_with_flow_sampling():
+def test_model_is_comfys_flux_with_continuous_v_sampling():
     import comfy.ldm.flux.model
     import comfy.model_base
     import comfy.model_sampling
     model = flux_world.build_flux_model(seed=0)
     assert type(model) is comfy.model_base.Flux
     assert type(model.diffusion_model) is comfy.ldm.flux.model.Flux
-    assert model.model_type == comfy.model_base.ModelType.FLOW
-    assert isinstance(model.model_sampling, comfy.model_sampling.CONST)
-    assert float(model.model_sampling.sigma_max) == 1.0 and float(model.model_sampling.timestep(torch.tensor(0.5))) == 0.5
+    assert model.model_type == comfy.model_base.ModelType.V_PREDICTION_CONTINUOUS
+    sampling = model.model_sampling
+    assert isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousV)
+    assert abs(float(sampling.sigma_max) - 80.0) < 1e-3 and 0.99 < float(sampling.timestep(sampling.sigma_max)) < 1.0
     flux = model.diffusion_model
     assert flux.patch_size == 2 and flux.img_in.in_features == 4 * wm.LATENT_CHANNELS
     assert flux.txt_in.in_features == wm.TEXT_WIDTH and not flux.params.guidance_embed
@@ -58,6 +59,37 @@ def test_model_is_comfys_flux_with_flow_sampling():
     out = flux(x, torch.rand(2), context=torch.randn(2, flux_world.TEXT_TOKENS, wm.TEXT_WIDTH),
                y=torch.randn(2, wm.TEXT_WIDTH), guidance=None)
     assert out.shape == x.shape and not out.any()
+
+
+def test_training_loss_is_what_comfy_denoises_with():
+    """The trainer's v_loss calls the model as ComfyUI's apply_model does, and its target is the output that
+    makes ComfyUI's denoised equal x0: a model returning that target has loss 0 and denoises exactly."""
+    import math
+    model = flux_world.build_flux_model(seed=0)
+    sampling = model.model_sampling
+    sd = sampling.sigma_data
+    assert sd == flux_world.SIGMA_DATA
+    x0 = wm.to_latent(world.sample_batch(0, 4)[0])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    u = torch.tensor([0.0, 0.3, 0.7, 0.999])
+    seen = {}
+
+    class Oracle(torch.nn.Module):  # records its input, answers with the v that ComfyUI turns into x0
+        def forward(self, x, t, context, y, guidance):
+            sigma = torch.tan(t * math.pi / 2).view(-1, 1, 1, 1)
+            seen.update(x=x, t=t, sigma=sigma)
+            x_sigma = x * (sigma ** 2 + sd ** 2).sqrt()  # the unscaled noisy latent
+            return (x_sigma * sd ** 2 / (sigma ** 2 + sd ** 2) - x0) * (sigma ** 2 + sd ** 2).sqrt() / (sigma * sd)
+
+    context = torch.randn(4, flux_world.TEXT_TOKENS, wm.TEXT_WIDTH)
+    assert flux_world.v_loss(Oracle(), x0, context, u, noise) < 1e-8
+    sigma = seen["sigma"].flatten()
+    assert torch.allclose(sampling.timestep(sigma), seen["t"], atol=1e-6)
+    assert abs(float(sigma[0]) - float(sampling.sigma_min)) < 1e-5 and float(sigma[-1]) > 50
+    noisy = x0 + seen["sigma"] * noise
+    assert torch.allclose(sampling.calculate_input(sigma, noisy), seen["x"], atol=1e-5)
+    assert torch.allclose(sampling.calculate_denoised(sigma, Oracle()(seen["x"], seen["t"], None, None, None), noisy),
+                          x0, atol=1e-4)
 
 
 def test_cli_arch_flux_trains_two_steps_and_resumes(tmp_path):

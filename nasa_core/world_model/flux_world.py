@@ -11,11 +11,18 @@ same fixed block-DCT latent (48 channels, 8x8) and the same small text encoder a
   (32) instead of 77. Every image token attends over all text tokens, padding included, so 77 tokens
   would make the joint sequence 93 long instead of 48, about twice the CPU time per step for nothing.
   Longer prompts are split into 32-token chunks, as ComfyUI does with 77.
-* Objective: rectified flow, as FLUX.1 [schnell] (``ModelType.FLOW``, shift 1, timestep multiplier 1): the
-  model predicts the velocity noise - x0 at x_t = (1 - t) x0 + t noise. Like v-prediction, which the UNet
-  teacher needed, the target is about -x0 at high noise, so a narrow model is not asked to pass all 48
-  noise channels through; and it is the objective these classes are built and sampled for. No guidance
-  embedding (schnell-style): CFG, when wanted, is ComfyUI's.
+* Objective: v-prediction in continuous time (``ModelType.V_PREDICTION_CONTINUOUS``, ComfyUI's
+  ``ModelSamplingContinuousV``: sigma in [0.002, 80], timestep = atan(sigma) * 2 / pi in [0, 1), the range
+  Flux's timestep embedding is built for) with ``sigma_data`` 0.25. Why: at patch 2 each token holds 192
+  noise values and a 128-wide model cannot pass them through, so the target must not contain much noise.
+  FLUX's own rectified flow (target noise - x0) contains all of it at every time: tried first, after 1000
+  steps at batch 64 even one-step samples were the input noise. v-prediction with sigma_data 1 (the UNet
+  teacher's choice) still asks for 0.4 x noise at sigma 2.3 (a 4-step sample's second step): one-step
+  samples were right (a flat mean image) but 4- and 20-step samples stayed noisy after 500 steps. With
+  sigma_data s the v target is (s noise - sigma x0 / s) / sqrt(sigma^2 + s^2): mostly -x0 / s once sigma
+  is a few s, and the noise it leaves in ComfyUI's denoised estimate when the model cannot produce the
+  noise part is about s^2 / sigma of it (0.027 at sigma 2.3). No guidance embedding (schnell-style): CFG,
+  when wanted, is ComfyUI's.
 """
 from __future__ import annotations
 
@@ -69,19 +76,22 @@ class WorldFluxTokenizer(comfy.sd1_clip.SDTokenizer):
     ids = wm.WorldTokenizer.ids
 
 
+SIGMA_MIN, SIGMA_MAX, SIGMA_DATA = 0.002, 80.0, 0.25
+
+
 class NASAWorldFlux(comfy.supported_models.FluxSchnell):
-    """ComfyUI model config of the joint-attention world model: FluxSchnell's model class and sampling
-    (rectified flow, shift 1, timesteps in [0, 1]) on the world's block-DCT latent and text encoder."""
+    """ComfyUI model config of the joint-attention world model: FluxSchnell's model class (``model_base.Flux``,
+    no guidance embedding) with continuous-time v-prediction, on the world's block-DCT latent and text encoder."""
 
     unet_config = {"image_model": "flux", "guidance_embed": False}
     unet_extra_config = {}
-    sampling_settings = {"multiplier": 1.0, "shift": 1.0}
+    sampling_settings = {"sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "sigma_data": SIGMA_DATA}
     latent_format = wm.BlockDCT
     memory_usage_factor = 1.0
     supported_inference_dtypes = [torch.float32]
 
     def get_model(self, state_dict={}, prefix="", device=None):
-        return comfy.model_base.Flux(self, model_type=comfy.model_base.ModelType.FLOW, device=device)
+        return comfy.model_base.Flux(self, model_type=comfy.model_base.ModelType.V_PREDICTION_CONTINUOUS, device=device)
 
     def inpaint_model(self):
         return False
@@ -117,14 +127,19 @@ def init_flux(flux: nn.Module, seed: int):
                 nn.init.zeros_(m.bias)
 
 
-def flow_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, t: torch.Tensor,
-              noise: torch.Tensor) -> torch.Tensor:
-    """Rectified-flow loss at times ``t`` in [0, 1], called the way ComfyUI's ``BaseModel.apply_model`` calls
-    the model under ``ModelType.FLOW`` with multiplier 1 (timestep = sigma = t; y = the pooled text)."""
-    s = t.view(-1, 1, 1, 1)
-    xt = (1 - s) * x0 + s * noise
-    pred = flux(xt, t, context=context, y=context.mean(dim=1), guidance=None)
-    return torch.nn.functional.mse_loss(pred, noise - x0)
+def v_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, u: torch.Tensor,
+           noise: torch.Tensor) -> torch.Tensor:
+    """v-prediction loss with ``u`` in [0, 1) spread uniformly over the model's timestep range (the spacing
+    ComfyUI's "normal" scheduler samples at). The model is called the way ``BaseModel.apply_model`` calls it
+    under ComfyUI's V_PREDICTION with ModelSamplingContinuousV (sigma_data s): input x / sqrt(sigma^2 + s^2),
+    timestep atan(sigma) * 2 / pi, y = the pooled text; its output must make ComfyUI's denoised equal x0."""
+    t_min, t_max = (math.atan(v) * 2 / math.pi for v in (SIGMA_MIN, SIGMA_MAX))
+    t = t_min + u * (t_max - t_min)
+    sigma = torch.tan(t * math.pi / 2).view(-1, 1, 1, 1)
+    s = SIGMA_DATA
+    scale = (sigma ** 2 + s ** 2).rsqrt()
+    pred = flux((x0 + sigma * noise) * scale, t, context=context, y=context.mean(dim=1), guidance=None)
+    return torch.nn.functional.mse_loss(pred, (s * noise - sigma * x0 / s) * scale)
 
 
 def enable_rope_backward():

@@ -1,6 +1,6 @@
 """Train the bundled world teacher: ComfyUI's UNetModel + the small text encoder, v-prediction on the
 synthetic world (nasa_core.world), on a CPU. ``--arch flux``: the joint-attention world model built from
-ComfyUI's Flux classes instead (flux_world.py), rectified flow; the same machinery otherwise.
+ComfyUI's Flux classes instead (flux_world.py), continuous-time v-prediction; the same machinery otherwise.
 
     python -m nasa_core.world_model.train --out runs/world_teacher --steps 6000
     python -m nasa_core.world_model.train --out runs/world_teacher --steps 8000 --resume   # continue
@@ -131,7 +131,7 @@ class WorldTrainer:
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         if self.cfg.arch == "flux":
-            t = torch.rand(len(captions), generator=g)  # flow time = sigma, uniform on [0, 1)
+            t = torch.rand(len(captions), generator=g)  # spread over the timestep range by flux_world.v_loss
         else:
             t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
         noise = torch.randn(images.shape[0], self.wm.LATENT_CHANNELS, images.shape[2] // self.wm.FOLD,
@@ -141,7 +141,7 @@ class WorldTrainer:
     # -- one step
     def loss(self, x0, captions, t, noise):
         if self.cfg.arch == "flux":
-            return self.flux_world.flow_loss(self.unet, x0, self.encoder(self.token_ids(captions)), t, noise)
+            return self.flux_world.v_loss(self.unet, x0, self.encoder(self.token_ids(captions)), t, noise)
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         context = self.encoder(self.token_ids(captions))
