@@ -425,9 +425,12 @@ def test_second_prompt_on_the_same_executor_matches_a_fresh_one(comfy_run, no_na
     assert torch.equal(b, alone), (b - alone).abs().max()
 
 
-@pytest.mark.parametrize("name", ["nasa_world_1step", "nasa_world_student_1step"])
-def test_bundled_world_workflow_runs_in_comfyuis_executor(comfy_run, no_nasa_warnings, name):
-    """The shipped API-format graph with the bundled world model (teacher, or the one-step NASA-T student):
+@pytest.mark.parametrize("name, checkpoint", [("nasa_world_1step", None), ("nasa_world_student_1step", None),
+                                              ("nasa_world_1step", "nasa_world_flux.safetensors")],
+                         ids=["teacher", "nasa_t_student", "flux_joint_attention"])
+def test_bundled_world_workflow_runs_in_comfyuis_executor(comfy_run, no_nasa_warnings, name, checkpoint):
+    """The shipped API-format graph with a bundled world model (the UNet teacher, the one-step NASA-T student, or
+    the world model built from ComfyUI's FLUX classes, which takes NASA through the joint-attention adapter):
     Load NASA World Model, CLIP Text Encode, Apply NASA Model Patch, KSampler, VAE Decode, Save Image, validated
     and executed by ComfyUI's own executor; the saved PNGs are read back by the world's pixel reader."""
     import numpy as np
@@ -436,6 +439,9 @@ def test_bundled_world_workflow_runs_in_comfyuis_executor(comfy_run, no_nasa_war
     prompt = json.loads((Path(__file__).resolve().parents[1] / "workflows" / f"{name}.api.json").read_text())
     save = next(k for k, v in prompt.items() if v["class_type"] == "SaveImage")
     prompt[save]["inputs"]["filename_prefix"] = f"nasa_test/{name}"
+    if checkpoint:
+        loader = next(k for k, v in prompt.items() if v["class_type"] == "LoadNASAWorldModel")
+        prompt[loader]["inputs"]["checkpoint"] = checkpoint
     executor = comfy_run.executor()
     prompt_id = str(uuid.uuid4())
     valid = asyncio.run(comfy_run.execution.validate_prompt(prompt_id, prompt, None))
