@@ -44,16 +44,17 @@ def test_a_training_step_changes_the_weights(tmp_path):
     assert any(not torch.equal(text_before[k], v) for k, v in trainer.encoder.state_dict().items() if k != "vocab")
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
-    straight = WorldTrainer(tiny(tmp_path / "a"))
+@pytest.mark.parametrize("arch", ["unet", "flux"])
+def test_resume_continues_bit_for_bit(tmp_path, arch):
+    straight = WorldTrainer(tiny(tmp_path / "a", arch=arch))
     for _ in range(3):
         straight.train_step()
-    first = WorldTrainer(tiny(tmp_path / "b"))
+    first = WorldTrainer(tiny(tmp_path / "b", arch=arch))
     for _ in range(2):
         first.train_step()
     first.save()
     del first  # "killed" after its checkpoint at step 2
-    resumed = WorldTrainer(tiny(tmp_path / "b"))
+    resumed = WorldTrainer(tiny(tmp_path / "b", arch=arch))
     resumed.load(tmp_path / "b" / "checkpoint.pt")
     assert resumed.step == 2
     resumed.train_step()
