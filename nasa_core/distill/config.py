@@ -149,7 +149,7 @@ _PAPER = dict(kappa_min=0.5, kappa_max=4.0, alpha_min=0.0, alpha_max=1.0, lora_r
 # student), kappa from 1.5 (the teacher's images are mush below CFG 1.5).
 _WORLD = dict(teacher="models/nasa_world_teacher.safetensors", model_kind="world", prompts="world", resolution=64,
               kappa_min=1.5, kappa_max=4.0, lora_rank=16, lora_scaling=32.0, lora_targets=["."], lr_student=5e-6,
-              lr_lora=1e-3, batch=32, micro_batch=32, steps=600, ckpt_every=50, sample_every=100, bf16=False,
+              lr_lora=1e-3, batch=32, micro_batch=32, steps=1200, ckpt_every=50, sample_every=100, bf16=False,
               sample_alpha=0.5, sample_negative="red", sample_prompts=WORLD_SAMPLE_PROMPTS)
 PRESETS: Dict[str, Dict[str, Any]] = {
     "sd15": dict(_PAPER, batch=64, steps=60000, sample_alpha=0.1),
