@@ -1,12 +1,12 @@
-"""The one-step world students of NASA-T against their teacher: the paper's Table 2 (removal at 1 step: none /
-CFG / NASA-I, per student) and a Table-3-style quality row (attribute accuracy of samples vs prompt) for
+"""The one-step world students of NASA-T against their teacher: the paper's Table 2 (removal at 1 and 4 steps:
+none / CFG / NASA-I, per student) and a Table-3-style quality row (attribute accuracy of samples vs prompt) for
 teacher, SBv2 student, + NASA-I, NASA-T student, + NASA-I.
 
     .venv/bin/python benchmarks/student_tables.py --n 100 --quality-n 200     # the README's figures
 
 Writes benchmarks/results/students_quality.{md,json}, and removal_student_<name>.{md,json,png} per student
-(benchmarks/removal_table.py at 1 step). Students run as one-step models do: 1 step, cfg 1; the teacher at
-its own 20 steps with CFG 3 (and at 1 step, cfg 1, for reference).
+(benchmarks/removal_table.py at 1 and 4 steps). Students run as one-/few-step models do: cfg 1 (CFG cells at
+kappa 3); the teacher at its own 20 steps with CFG 3 (and at 1 step, cfg 1, for reference).
 """
 import argparse
 import json
@@ -34,6 +34,7 @@ def main(argv=None):
     p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 1.0], help="NASA-I scales (removal)")
     p.add_argument("--quality-alpha", type=float, default=0.25, help="NASA-I scale in the quality rows")
     p.add_argument("--pairs", type=int, default=6)
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="removal table: sampling steps of the students")
     p.add_argument("--skip-removal", action="store_true")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -47,7 +48,7 @@ def main(argv=None):
     students = {"SBv2": args.sbv2, "NASA-T": args.nasa_t}
     if not args.skip_removal:
         for name, path in students.items():
-            removal_table.main(["--checkpoint", str(ROOT / path), "--steps", "1", "--n", str(args.n),
+            removal_table.main(["--checkpoint", str(ROOT / path), "--steps", *map(str, args.steps), "--n", str(args.n),
                                 "--pairs", str(args.pairs), "--alphas", *map(str, args.alphas),
                                 "--out", str(out / f"removal_student_{name.lower().replace('-', '_')}")])
 

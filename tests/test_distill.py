@@ -383,7 +383,7 @@ def test_bundled_students_sample_in_one_step_and_take_nasa(path):
 
 def test_student_tables_run_at_tiny_n(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "student_tables.py"), "--n", "1", "--quality-n", "1",
-                        "--pairs", "1", "--alphas", "0.5", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                        "--pairs", "1", "--alphas", "0.5", "--steps", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     quality = json.loads((tmp_path / "students_quality.json").read_text())
