@@ -23,11 +23,9 @@ transformer_options["wrappers"] at sampling time.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import importlib.util
 import os
-import platform
 import statistics
 import sys
 import time
@@ -344,15 +342,7 @@ def main(argv=None):
     runtime = bench_unet.setup_runtime("cpu")
     import torch
     torch.set_num_threads(args.threads)
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), runtime=runtime, torch=torch.__version__,
-                cpu=f"{cpu}, {os.cpu_count()} cores", threads=torch.get_num_threads(), alpha=args.alpha,
-                argv=sys.argv[1:])
-    print(f"ComfyUI runtime: {runtime}; torch {torch.__version__}; {meta['cpu']}; {meta['threads']} thread(s)", flush=True)
+    meta = bench_unet.run_metadata(runtime, args.alpha)
     flops, clocks, problems = [], [], []
     if not args.skip_flops:
         print("\n== (a) FLOPs of one denoiser call (meta device) ==", flush=True)

@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gc
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,7 +37,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_unet import count_flops, cpu_peak_bytes, load_average, mib, nasa_run_of, pct, setup_runtime  # noqa: E402
+from bench_unet import (count_flops, cpu_peak_bytes, load_average, mib, nasa_run_of, pct,  # noqa: E402
+                        run_metadata, setup_runtime)
 from report import write_report  # noqa: E402
 
 # targets.md: base TFLOP and NASA extra % per reading ("double" = double blocks only, "all" = double + single)
@@ -448,10 +446,7 @@ def main(argv=None):
     runtime = setup_runtime("cpu")
     import torch
     torch.set_num_threads(args.threads)
-    meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), runtime=runtime, torch=torch.__version__,
-                python=platform.python_version(), threads=torch.get_num_threads(), alpha=args.alpha,
-                argv=sys.argv[1:])
-    print(f"ComfyUI runtime: {runtime}; torch {torch.__version__}; {meta['threads']} thread(s)", flush=True)
+    meta = run_metadata(runtime, args.alpha)
     flops, clocks, problems = [], [], []
     if not args.skip_flops:
         print("\n== (a) FLOPs of one denoiser call (meta device) ==", flush=True)

@@ -718,12 +718,10 @@ def markdown(meta, flops, clocks):
     return "\n".join(out)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    runtime = setup_runtime(args.device)
+def run_metadata(runtime: str, alpha: float, device: str = "cpu") -> dict:
+    """Where and when a benchmark ran (date, ComfyUI runtime, torch, CPU, threads, arguments), printed once and
+    saved with its results; every benchmark script shares it."""
     import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cpu_name = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
@@ -734,10 +732,20 @@ def main(argv=None):
         pass
     meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), runtime=runtime,
                 torch=torch.__version__, python=platform.python_version(), cpu=f"{cpu_name}, {os.cpu_count()} cores",
-                threads=torch.get_num_threads(), alpha=args.alpha, argv=sys.argv[1:])
-    if args.device == "cuda":
+                threads=torch.get_num_threads(), alpha=alpha, argv=sys.argv[1:])
+    if device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
-    print(f"ComfyUI runtime: {runtime}; torch {torch.__version__}; {meta['cpu']}; {meta['threads']} threads", flush=True)
+    print(f"ComfyUI runtime: {runtime}; torch {torch.__version__}; {meta['cpu']}; {meta['threads']} thread(s)", flush=True)
+    return meta
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    runtime = setup_runtime(args.device)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    meta = run_metadata(runtime, args.alpha, args.device)
 
     flops, clocks, problems = [], [], []
     if not args.skip_flops:
