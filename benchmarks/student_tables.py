@@ -9,7 +9,6 @@ Writes benchmarks/results/students_quality.{md,json}, and removal_student_<name>
 kappa 3); the teacher at its own 20 steps with CFG 3 (and at 1 step, cfg 1, for reference).
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -92,45 +92,40 @@ def _distributed():
 def sample_grid(trainer, path: Path):
     """The fixed prompts and seeds, one step through ComfyUI's sampler: the student without NASA (top row)
     and with NASA on the sample negative (bottom row)."""
+    import contextlib
     import torch
     import comfy.sample
     from ..adapters import apply_nasa
-    from ..world_model.sampling import save_grid
+    from ..world_model.sampling import encode, images_from_latents, save_grid
     cfg = trainer.cfg
     prompts = cfg.sample_prompts or [trainer.stream.prompt(i) for i in range(4)]
     negative_text = cfg.sample_negative or (trainer.stream.negatives[0] if trainer.stream.negatives else "")
     clip = trainer.teacher.clip
-    encode = lambda t: [[*clip.encode_from_tokens(clip.tokenize(t), return_pooled=True)[:1], {}]]  # noqa: E731
     model = trainer.student_model if trainer.student_lora is None else trainer.teacher.model
-    state = trainer.student_lora.active() if trainer.student_lora is not None else _null()
-    negative = encode(negative_text)[0][0] if negative_text else None
-    rows = [("none", model)]
-    if negative is not None:
-        rows.append((f"NASA {negative_text!r} a={cfg.sample_alpha}", apply_nasa(model, negative, cfg.sample_alpha)))
+    state = trainer.student_lora.active() if trainer.student_lora is not None else contextlib.nullcontext()
+    rows = [model]
+    if negative_text:
+        rows.append(apply_nasa(model, encode(clip, negative_text)[0][0], cfg.sample_alpha))
     size = trainer.latent_size()
+    empty = encode(clip, "")
     images = []
     with state, torch.no_grad():
-        for _, m in rows:
+        for m in rows:
             for i, text in enumerate(prompts):
                 latent = torch.zeros(1, trainer.latent_channels, size, size)
                 noise = comfy.sample.prepare_noise(latent, i)
-                out = comfy.sample.sample(m, noise, 1, 1.0, "euler", "simple", encode(text), encode(""), latent,
+                out = comfy.sample.sample(m, noise, 1, 1.0, "euler", "simple", encode(clip, text), empty, latent,
                                           disable_pbar=True, seed=i)
-                images.append(_to_pixels(trainer, out))
+                images.append(_to_pixels(trainer, out, images_from_latents))
     save_grid(torch.cat(images), path, columns=len(prompts), scale=2 if cfg.model_kind == "world" else 1)
 
 
-def _null():
-    import contextlib
-    return contextlib.nullcontext()
-
-
-def _to_pixels(trainer, latent):
-    import torch
-    from ..world_model.model import WorldVAE, from_latent
+def _to_pixels(trainer, latent, world_pixels):
+    """[B, 3, H, W] in [-1, 1]: the world's fixed codec, or the model's VAE."""
+    from ..world_model.model import WorldVAE
     vae = trainer.teacher.vae
     if isinstance(vae, WorldVAE) or vae is None:
-        return from_latent(latent.float()).clamp(-1, 1)
+        return world_pixels(latent)
     img = vae.decode(latent)  # [B, H, W, 3] in [0, 1]
     return (img.movedim(-1, 1).float() * 2 - 1).cpu()
 

@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Optional, Tuple, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -188,11 +188,16 @@ def export_student(cfg, loaded: Loaded, unet_state: Dict[str, torch.Tensor], pat
         encoder = loaded.clip.cond_stage_model.encoder
         save_world_checkpoint(path, unet_state, encoder.state_dict(), metadata=metadata)
         return
-    base = loaded.model.model
-    base.diffusion_model.load_state_dict(unet_state)
     if cfg.model_kind == "checkpoint":
-        comfy.sd.save_checkpoint(tmp, loaded.model, clip=loaded.clip, vae=loaded.vae, metadata=metadata)
+        # ComfyUI writes a whole checkpoint from a loaded model: put the student's weights in for the write and
+        # give the model its own back after (it may be the frozen teacher a LoRA student is merged from)
+        unet = loaded.model.model.diffusion_model
+        own = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+        unet.load_state_dict(unet_state)
+        try:
+            comfy.sd.save_checkpoint(tmp, loaded.model, clip=loaded.clip, vae=loaded.vae, metadata=metadata)
+        finally:
+            unet.load_state_dict(own)
     else:
-        sd = {k: v.contiguous() for k, v in base.diffusion_model.state_dict().items()}
-        comfy.utils.save_torch_file(sd, tmp, metadata=metadata)
+        comfy.utils.save_torch_file({k: v.contiguous() for k, v in unet_state.items()}, tmp, metadata=metadata)
     os.replace(tmp, path)

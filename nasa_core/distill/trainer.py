@@ -13,11 +13,8 @@ for bit, and N processes with micro-batch b see the same samples as one process 
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
