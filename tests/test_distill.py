@@ -3,7 +3,6 @@ the loss terms against a hand-computed reference, resume after a kill, two proce
 student in ComfyUI, and the errors for bad configurations. Nothing here trains for long."""
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -283,7 +282,6 @@ def test_exported_student_loads_in_comfyui_and_samples_one_step(tmp_path):
     from comfyui_nasa.nasa_core.adapters import apply_nasa
     from comfyui_nasa.nasa_core.world_model.model import load_world_checkpoint
     from comfyui_nasa.nasa_core.world_model.sampling import encode, sample_latents
-    from comfyui_nasa.nodes.world_nodes import LoadNASAWorldModel  # noqa: F401  (the node loads the same way)
     d = Distiller(tiny(tmp_path, steps=1))
     d.train_step()
     path = tmp_path / "student.safetensors"
@@ -391,3 +389,17 @@ def test_student_tables_run_at_tiny_n(tmp_path):
     for name in ("sbv2", "nasa_t"):
         cells = json.loads((tmp_path / f"removal_student_{name}.json").read_text())["cells"]
         assert {c["method"] for c in cells} == {"none", "CFG", "NASA"} and all(c["steps"] == 1 for c in cells)
+
+
+def test_sample_grid_shows_the_fixed_prompts_plain_and_with_nasa(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from comfyui_nasa.nasa_core.distill.cli import sample_grid
+    d = Distiller(tiny(tmp_path))
+    path = tmp_path / "grid.png"
+    sample_grid(d, path)
+    prompts = d.cfg.sample_prompts
+    grid = torch.from_numpy(np.array(Image.open(path))).float()
+    assert grid.shape == (2 * 64 * 2, len(prompts) * 64 * 2, 3)  # top row plain, bottom row NASA, scale 2
+    plain, steered = grid[:128], grid[128:]
+    assert not torch.equal(plain, steered)
