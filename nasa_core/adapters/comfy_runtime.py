@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 import comfy.conds
+import comfy.model_management
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention import NASAInputError, check_alpha, negative_attention, steer_away
@@ -38,7 +39,7 @@ log = logging.getLogger("comfyui-nasa")
 PROMPT_NEGATIVE_KEY = "nasa_negative"
 PROMPT_ALPHA_KEY = "nasa_alpha"
 
-_HAS_WRAP_ATTN = hasattr(comfy_attention, "wrap_attn")  # modern ComfyUI: attention overrides via transformer_options
+HAS_WRAP_ATTN = hasattr(comfy_attention, "wrap_attn")  # modern ComfyUI: attention overrides via transformer_options
 
 
 def comfy_attention_fn(extra_options: dict) -> Callable:
@@ -48,7 +49,7 @@ def comfy_attention_fn(extra_options: dict) -> Callable:
     def attend(q, k, v, heads, mask=None):
         fn = comfy_attention.optimized_attention if mask is None else comfy_attention.optimized_attention_masked
         kwargs = {"attn_precision": precision}
-        if _HAS_WRAP_ATTN:
+        if HAS_WRAP_ATTN:
             kwargs["transformer_options"] = extra_options
         if mask is not None:
             kwargs["mask"] = mask
@@ -62,7 +63,11 @@ def comfy_attention_fn(extra_options: dict) -> Callable:
 
 
 class CONDNASANegative(comfy.conds.CONDCrossAttn):
-    """A negative carried by a prompt; batched like the prompt's own text (padding by repetition)."""
+    """A negative carried by a prompt; batched like the prompt's own text (padding by repetition).
+
+    The batched tensor reaches the denoiser call as a keyword argument; a NASA wrapper claims it there
+    (``NASARun.plan``). A model that NASA did not patch ignores it, so the batched tensor carries a claim flag and,
+    when it is freed unclaimed, the user is told (``_warn_unclaimed``)."""
 
     def process_cond(self, batch_size, *args, **kwargs):
         n = self.cond.shape[0]
@@ -70,6 +75,32 @@ class CONDNASANegative(comfy.conds.CONDCrossAttn):
             raise NASAInputError(f"the NASA negative has batch {n} but the latent batch is {batch_size}: "
                                  f"give one negative (batch 1) or one per latent (batch {batch_size})")
         return super().process_cond(batch_size, *args, **kwargs)
+
+    def concat(self, others):
+        out = super().concat(others)
+        claim = [False]
+        out._nasa_claim = claim
+        weakref.finalize(out, _warn_unclaimed, claim)
+        return out
+
+
+_unclaimed_warned = [0.0]
+
+
+def _warn_unclaimed(claim):
+    import time
+    if claim[0] or time.monotonic() - _unclaimed_warned[0] < 30.0:  # once per run, not once per step
+        return
+    _unclaimed_warned[0] = time.monotonic()
+    log.warning("NASA: a prompt carries a negative from NASA Negative Conditioning, but the MODEL it was sampled "
+                "with does not go through Apply NASA Model Patch, so this ComfyUI (%s) ignored the negative. Connect "
+                "the MODEL through Apply NASA Model Patch (its own negative may stay unconnected).", comfy_release())
+
+
+def claim_prompt_negative(negative) -> None:
+    claim = getattr(negative, "_nasa_claim", None)
+    if claim is not None:
+        claim[0] = True
 
 
 class CONDNASAAlpha(comfy.conds.CONDRegular):
@@ -107,6 +138,7 @@ class NASACallState:
     cacheable: bool = True                 # False while ComfyUI hooks may rewrite weights between steps
     weights_token: object = None           # the loaded patch set (modern ComfyUI), part of the cache key
     touched: int = 0
+    diagnosis: Optional[Callable[[], str]] = None  # why nothing was touched (NASARun.diagnose)
 
 
 @dataclass
@@ -193,6 +225,7 @@ class NASACrossAttentionPatch:
         return self
 
     def __call__(self, q, k, v, extra_options):
+        self.run.layer_calls += 1
         attend = comfy_attention_fn(extra_options)
         heads = extra_options["n_heads"]
         z_pos = self.previous(q, k, v, extra_options) if self.previous is not None else attend(q, k, v, heads)
@@ -244,9 +277,21 @@ class NASARun:
         self._last_prompt_negative: Optional[torch.Tensor] = None
         self.calls_applied = 0
         self.warned = False
+        self.slots: List[Tuple[str, object, object]] = []  # (slot kind, key, NASA's patch), filled by install
+        self.layer_calls = 0  # NASA layer patches entered in the current call, with or without a state
 
     def __deepcopy__(self, memo):
         return self
+
+    def release(self, *args, **kwargs):
+        """Drop every cached tensor (negative K/V, embedded negatives, the negative moved to the device): called
+        when ComfyUI cleans up the model after sampling and when it unloads it (``register_release``)."""
+        self.cache.entries.clear()
+        dit_cache = getattr(self, "dit_cache", None)
+        if dit_cache is not None:
+            dit_cache.entries.clear()
+        self._model_negative_on = None
+        self._last_prompt_negative = None
 
     # -- helpers
     def _check_width(self, negative: torch.Tensor, where: str):
@@ -281,6 +326,7 @@ class NASARun:
         """Decide what NASA does in this call (pops the per-prompt keys from ``c``)."""
         prompt_neg = c.pop(PROMPT_NEGATIVE_KEY, None)
         prompt_alpha = c.pop(PROMPT_ALPHA_KEY, None)
+        claim_prompt_negative(prompt_neg)
         if not self._in_window(timestep):
             return None
         batch = x.shape[0]
@@ -323,11 +369,13 @@ class NASARun:
             base_model = getattr(apply_model, "__self__", None)
             patcher = getattr(base_model, "current_patcher", None)
             state.cacheable = not getattr(patcher, "hook_patches", None)
-            state.weights_token = getattr(base_model, "current_weight_patches_uuid", None)
+            state.weights_token = getattr(base_model, "current_weight_patches_uuid", None) or loaded_patches_uuid(base_model)
             to = dict(c.get("transformer_options", {}))
             to[self.state_key] = state
             c["transformer_options"] = to
+            state.diagnosis = lambda: self.diagnose(state, c, base_model)
         args = dict(args, c=c)
+        self.layer_calls = 0
         if self.previous_wrapper is not None:
             out = self.previous_wrapper(apply_model, args)
         else:
@@ -343,9 +391,107 @@ class NASARun:
             return
         if not self.warned:
             self.warned = True
-            log.warning("NASA: a negative was requested but no cross-attention layer of this %s model applied it "
-                        "in this step (blocks %s). Another node may have replaced NASA's attention patches: "
-                        "apply NASA after it.", self.family, sorted(state.blocks))
+            log.warning("NASA: a negative was requested but no layer of this %s model applied it in this step: %s",
+                        self.family, state.diagnosis())
+
+    def diagnose(self, state: NASACallState, c: dict, base_model) -> str:
+        """Why no NASA layer applied the negative in a call: the cause NASA can see."""
+        replaced = []
+        for kind, key, patch in self.slots:
+            occupant = slot_occupant(kind, key, c, base_model)
+            if not holds(occupant, patch):
+                replaced.append(f"{key} holds {_describe(occupant)}")
+        if replaced and len(replaced) == len(self.slots):
+            return ("another node replaced NASA's patches after Apply NASA Model Patch (" + "; ".join(replaced[:3])
+                    + (", ..." if len(replaced) > 3 else "") + "): apply NASA after that node, or chain it")
+        if self.layer_calls == 0:
+            return (f"NASA's patches are in place but the model never called them: this ComfyUI ({comfy_release()}) "
+                    f"does not use the patch point NASA installs into for this {self.family} model, or a node that "
+                    "wrapped NASA's patch does not call it")
+        return (f"NASA's layers ran but did not receive the call's NASA state from this ComfyUI ({comfy_release()}); "
+                f"this release does not pass it to the {self.family} layers (unsupported release for this family)")
+
+
+def _describe(occupant) -> str:
+    if occupant is None:
+        return "nothing"
+    what = getattr(occupant, "__qualname__", None) or type(occupant).__qualname__
+    module = getattr(occupant, "__module__", None) or type(occupant).__module__
+    return f"{module}.{what}" if module else what
+
+
+def loaded_patches_uuid(base_model):
+    """The patch set of the ModelPatcher ComfyUI loaded this model with, on releases whose model does not record it
+    (the PyPI copy): LoRA weights patched in place keep their tensors, so the cache must see the patch set."""
+    for loaded in getattr(comfy.model_management, "current_loaded_models", ()):
+        patcher = getattr(loaded, "model", None)
+        if patcher is not None and getattr(patcher, "model", None) is base_model:
+            return getattr(patcher, "patches_uuid", None)
+    return None
+
+
+def slot_occupant(kind: str, key, c: dict, base_model):
+    """What holds one of NASA's slots in the call being run: a replace patch of the call's transformer_options
+    (kind "attn2", "dit") or a module of the live model (kind "object")."""
+    if kind == "object":
+        import comfy.utils
+        try:
+            return comfy.utils.get_attr(base_model, key)
+        except AttributeError:
+            return None
+    replace = c.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
+    return replace.get(key)
+
+
+def holds(occupant, patch) -> bool:
+    """Whether ``occupant`` is NASA's ``patch`` or a NASA patch chained over it (``previous``)."""
+    seen = 0
+    while occupant is not None and seen < 64:
+        if occupant is patch:
+            return True
+        occupant = getattr(occupant, "previous", None)
+        seen += 1
+    return False
+
+
+def register_release(model_patcher, run: "NASARun"):
+    """Free NASA's caches when ComfyUI cleans up the patched model after sampling or unloads it (the model
+    callbacks of comfy.patcher_extension, from v0.3.10; the PyPI copy has none: there the caches, one entry per
+    layer, live as long as the patched MODEL). Every prompt then starts from fresh negative K/V, which also keeps
+    them right when a LoRA is switched between prompts on weights patched in place under inference_mode."""
+    try:
+        from comfy.patcher_extension import CallbacksMP
+    except ImportError:
+        return False
+    for event in ("ON_CLEANUP", "ON_DETACH"):
+        if hasattr(CallbacksMP, event):
+            model_patcher.add_callback_with_key(getattr(CallbacksMP, event), f"comfyui_nasa_{run.state_key}",
+                                                run.release)
+    return True
+
+
+def comfy_release() -> str:
+    """The running ComfyUI's version, for messages: comfyui_version.py (releases from 2025), else the version
+    in the tree's pyproject.toml, else the PyPI copy's package version."""
+    try:
+        import comfyui_version
+        return f"ComfyUI {comfyui_version.__version__}"
+    except ImportError:
+        pass
+    import re
+    from pathlib import Path
+    import comfy
+    tree = Path(comfy.__path__[0]).parent
+    pyproject = tree / "pyproject.toml"
+    if pyproject.is_file():
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M)
+        if found:
+            return f"ComfyUI {found.group(1)}"
+    try:
+        from importlib.metadata import version
+        return f"ComfyUI from the notcomfy {version('notcomfy')} package (Nov 2024)"
+    except Exception:
+        return f"a ComfyUI without comfyui_version.py (older than v0.3.30) at {tree}"
 
 
 def wrong_width_message(got: int, expected: int, family: str) -> str:
@@ -360,3 +506,4 @@ def wrong_width_message(got: int, expected: int, family: str) -> str:
 def install_wrapper(model_patcher, run: NASARun):
     run.previous_wrapper = model_patcher.model_options.get("model_function_wrapper")
     model_patcher.set_model_unet_function_wrapper(run)
+    register_release(model_patcher, run)

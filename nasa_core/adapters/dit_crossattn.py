@@ -192,6 +192,7 @@ class NASAObjectCrossAttention(torch.nn.Module):
         # outside the module tree: ComfyUI must see one copy of each weight, under the names above
         object.__setattr__(self, "original", original)
         object.__setattr__(self, "occupant", occupant)
+        object.__setattr__(self, "previous", previous)  # the chain NASARun.diagnose walks
         object.__setattr__(self, "embedder", embedder)
         object.__setattr__(self, "run", run)
         object.__setattr__(self, "cache", cache)
@@ -204,6 +205,7 @@ class NASAObjectCrossAttention(torch.nn.Module):
         return self
 
     def active_state(self, transformer_options=None) -> Optional[NASACallState]:
+        self.run.layer_calls += 1
         state = current_state(self.run.state_key, transformer_options)
         if state is None or self.group not in state.blocks:
             return None

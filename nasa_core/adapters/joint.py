@@ -30,9 +30,12 @@ cross-attention form. Two routes, one result:
 * ComfyUI with ``transformer_options["optimized_attention_override"]`` (the modern tree): a ``dit`` replace
   patch runs the original block (or the patch that was in the slot before) with an attention override that
   steers the image rows of the block's joint attention call. The block's own forward runs unchanged.
-* Older ComfyUI (the PyPI copy) has no attention override: the patch then runs the block from its own
-  submodules in the order that ComfyUI's block forward uses them (``_run_*_block``), with the steering between
-  the attention and the out-projection. At alpha 0 this is checked against the unpatched model by the tests.
+* Older ComfyUI (the PyPI copy and every release before v0.3.60) has no attention override: the patch then runs
+  the block from its own submodules in the order that ComfyUI's block forward uses them (``composed``), with the
+  steering between the attention and the out-projection. Since ComfyUI does not maintain that copy, it is checked
+  at run time: before its first use per block class, the block's own forward and the composed route (unsteered)
+  run on the same inputs and must agree bit for bit, or NASA refuses with an error naming the release
+  (``verify_composed_route``). The tests check it on every release of the matrix.
 
 Blocks. ``double`` = the blocks with separate text and image weights (all 19 of FLUX.1, all of SD3's joint blocks),
 ``single`` = FLUX's 38 single-stream blocks. The Advanced node's input/middle/output switches select the
@@ -41,8 +44,6 @@ first/middle/last third of all blocks in run order. Default: the first third (``
 with the negative stream stopping at the last of them (see ``DEFAULT_JOINT_BLOCKS`` and README: stability).
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
@@ -166,7 +167,10 @@ class JointBlockPatch:
     # -- the steering itself, shared by the override and the composed route
     def steer(self, attn, q, k, v, heads, skip_reshape, attend, stream):
         """attn: the joint attention output [B, L, H*D] (modified in place on the steered rows); q/k/v the joint
-        call's inputs ([B, H, L, D] with skip_reshape, else [B, L, H*D]). Returns attn."""
+        call's inputs ([B, H, L, D] with skip_reshape, else [B, L, H*D]). Returns attn. No stream: nothing to do
+        (the composed route checking itself against the block)."""
+        if stream is None:
+            return attn
         t = stream.txt_len
         rows = stream.rows
         seq = 2 if skip_reshape else 1
@@ -196,6 +200,7 @@ class JointBlockPatch:
 
     def __call__(self, args, extra):
         original = extra["original_block"]
+        self.run.layer_calls += 1
         state = self.run.state_for(args)
         if state is None:
             return self.previous(args, extra) if self.previous is not None else original(args)
@@ -204,6 +209,7 @@ class JointBlockPatch:
         if HAS_ATTENTION_OVERRIDE and args.get("transformer_options") is not None:
             out = self._run_with_override(args, extra, stream)
         else:
+            verify_composed_route(self, args, original)
             block_fn = lambda a: self.family.composed(self, a, stream)  # noqa: E731
             out = self.previous(args, {**extra, "original_block": block_fn}) if self.previous is not None \
                 else block_fn(args)
@@ -245,10 +251,42 @@ class JointBlockPatch:
         return out
 
 
-def _attend_comfy(heads, skip_reshape):
+def _attend_comfy(heads, skip_reshape, mask=None):
     def attend(q, k, v):
-        return comfy_attention.optimized_attention(q, k, v, heads, skip_reshape=skip_reshape)
+        if mask is None:
+            return comfy_attention.optimized_attention(q, k, v, heads, skip_reshape=skip_reshape)
+        return comfy_attention.optimized_attention(q, k, v, heads, skip_reshape=skip_reshape, mask=mask)
     return attend
+
+
+# (block class, kind) -> True once the composed route reproduced that block's own forward bit for bit
+_COMPOSED_VERIFIED: dict = {}
+
+
+def verify_composed_route(patch: "JointBlockPatch", args: dict, original_block) -> None:
+    """Where ComfyUI has no attention override the block is composed from its submodules (``composed``), a copy of
+    the block's order of operations that ComfyUI does not maintain. Before the first use per block class in this
+    process, run the block's own forward and the composed route without steering on the same inputs and require
+    equal bits; otherwise refuse rather than guess (one extra block forward, once)."""
+    key = (type(patch.block), patch.kind)
+    verdict = _COMPOSED_VERIFIED.get(key)
+    if verdict is None:
+        def copy(a):  # some releases' blocks update txt in place (txt += ...)
+            return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.items()}
+        with torch.no_grad():
+            own = original_block(copy(args))
+            ours = patch.family.composed(patch, copy(args), None)
+        verdict = _COMPOSED_VERIFIED[key] = all(
+            (own[name] is None and ours.get(name) is None) or
+            (ours.get(name) is not None and own[name].shape == ours[name].shape and torch.equal(own[name], ours[name]))
+            for name in own)
+    if not verdict:
+        from .comfy_runtime import comfy_release
+        raise NASAInputError(
+            f"NASA: this ComfyUI ({comfy_release()}) has no attention override, and its {patch.family.name} "
+            f"{patch.kind} block ({type(patch.block).__name__}) does not compute what NASA's composed route computes, "
+            "so NASA refuses instead of guessing. Update ComfyUI to v0.3.60 or later (attention override), where NASA "
+            "runs the block's own forward.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -347,42 +385,53 @@ class FluxFamily(JointFamily):
         stream.hidden = h
 
     def composed(self, patch, args, stream):
-        """The block from its own submodules, for ComfyUI without an attention override (see module doc)."""
+        """The block from its own submodules, for ComfyUI without an attention override (see module doc), with
+        the functions its forward calls where this release has them (``apply_mod``); checked against the block's
+        own forward by ``verify_composed_route`` before first use."""
+        import comfy.ldm.flux.layers as flux_layers
         from comfy.ldm.flux.math import apply_rope
+        own_apply_mod = getattr(flux_layers, "apply_mod", None)
+
+        def mod(x, mult, add=None):
+            if own_apply_mod is not None:
+                return own_apply_mod(x, mult, add)
+            return mult * x + add if add is not None else mult * x
+
         block = patch.block
         vec, pe = args["vec"], args["pe"]
         heads = block.num_heads
         attend = _attend_comfy(heads, True)
+        joint_attend = _attend_comfy(heads, True, args.get("attn_mask"))
         if patch.kind == "double":
             img, txt = args["img"], args["txt"]
             img_mod1, img_mod2 = block.img_mod(vec)
             txt_mod1, txt_mod2 = block.txt_mod(vec)
-            img_q, img_k, img_v = _heads_split(block.img_attn.qkv((1 + img_mod1.scale) * block.img_norm1(img)
-                                                                  + img_mod1.shift), heads)
+            img_q, img_k, img_v = _heads_split(block.img_attn.qkv(mod(block.img_norm1(img), 1 + img_mod1.scale,
+                                                                      img_mod1.shift)), heads)
             img_q, img_k = block.img_attn.norm(img_q, img_k, img_v)
-            txt_q, txt_k, txt_v = _heads_split(block.txt_attn.qkv((1 + txt_mod1.scale) * block.txt_norm1(txt)
-                                                                  + txt_mod1.shift), heads)
+            txt_q, txt_k, txt_v = _heads_split(block.txt_attn.qkv(mod(block.txt_norm1(txt), 1 + txt_mod1.scale,
+                                                                      txt_mod1.shift)), heads)
             txt_q, txt_k = block.txt_attn.norm(txt_q, txt_k, txt_v)
             q, k = apply_rope(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2), pe)
             v = torch.cat((txt_v, img_v), dim=2)
-            attn = patch.steer(attend(q, k, v), q, k, v, heads, True, attend, stream)
+            attn = patch.steer(joint_attend(q, k, v), q, k, v, heads, True, attend, stream)
             txt_attn, img_attn = attn[:, :txt.shape[1]], attn[:, txt.shape[1]:]
-            img = img + img_mod1.gate * block.img_attn.proj(img_attn)
-            img = img + img_mod2.gate * block.img_mlp((1 + img_mod2.scale) * block.img_norm2(img) + img_mod2.shift)
-            txt = txt + txt_mod1.gate * block.txt_attn.proj(txt_attn)
-            txt = txt + txt_mod2.gate * block.txt_mlp((1 + txt_mod2.scale) * block.txt_norm2(txt) + txt_mod2.shift)
+            img = img + mod(block.img_attn.proj(img_attn), img_mod1.gate)
+            img = img + mod(block.img_mlp(mod(block.img_norm2(img), 1 + img_mod2.scale, img_mod2.shift)), img_mod2.gate)
+            txt = txt + mod(block.txt_attn.proj(txt_attn), txt_mod1.gate)
+            txt = txt + mod(block.txt_mlp(mod(block.txt_norm2(txt), 1 + txt_mod2.scale, txt_mod2.shift)), txt_mod2.gate)
             if txt.dtype == torch.float16:
                 txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
             return {"img": img, "txt": txt}
         x = args["img"]
-        mod, _ = block.modulation(vec)
-        qkv, mlp = torch.split(block.linear1((1 + mod.scale) * block.pre_norm(x) + mod.shift),
+        mod_s, _ = block.modulation(vec)
+        qkv, mlp = torch.split(block.linear1(mod(block.pre_norm(x), 1 + mod_s.scale, mod_s.shift)),
                                [3 * block.hidden_size, block.mlp_hidden_dim], dim=-1)
         q, k, v = _heads_split(qkv, heads)
         q, k = block.norm(q, k, v)
         q, k = apply_rope(q, k, pe)
-        attn = patch.steer(attend(q, k, v), q, k, v, heads, True, attend, stream)
-        x = x + mod.gate * block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2))
+        attn = patch.steer(joint_attend(q, k, v), q, k, v, heads, True, attend, stream)
+        x = x + mod(block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)), mod_s.gate)
         if x.dtype == torch.float16:
             x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
         return {"img": x}
@@ -467,6 +516,7 @@ class _JointAdapter(NASAAdapter):
             patch = JointBlockPatch(run, self.joint, kind, i, block, apply=j in steered, last=(j == last),
                                     previous=replace.get(key))
             model_patcher.set_model_patch_replace(patch, "dit", key[0], i)
+            run.slots.append(("dit", key, patch))
         install_wrapper(model_patcher, run)
         return len(steered)
 

@@ -96,6 +96,7 @@ class PixArtAdapter(NASAAdapter):
             patch = PixArtNASACrossAttention(run, cache, key, group, original, previous, embedder,
                                              _embed_caption(embedder), stock)
             model_patcher.add_object_patch(key, patch)
+            run.slots.append(("object", key, patch))
         run.dit_cache = cache
         install_wrapper(model_patcher, run)
         install_state_publisher(model_patcher, run.state_key)

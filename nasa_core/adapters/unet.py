@@ -64,5 +64,6 @@ class UNetAdapter(NASAAdapter):
             previous = replace.get(key)
             patch = NASACrossAttentionPatch(run, key, key[0], attn2, previous=previous)
             model_patcher.set_model_attn2_replace(patch, key[0], key[1], key[2])
+            run.slots.append(("attn2", key, patch))
         install_wrapper(model_patcher, run)
         return len(layers)

@@ -9,8 +9,9 @@ NASA subtracts only from the text attention: the image part is added back unchan
 Hook: an object patch of each block's ``cross_attn`` (see ``dit_crossattn``), not the ``("double_block", i)``
 replace slot. That slot gets the whole block, so NASA would either re-run the block or project the video
 tokens' queries a second time (Q is the dominant cost: 14040 tokens at 480x832x33). Inside ``cross_attn`` the
-query is projected once and serves Z+, Z- (and the image part). Wan passes ``transformer_options`` down to
-the cross-attention, so the call's decision is read from there. The negative's keys go through the block's
+query is projected once and serves Z+, Z- (and the image part). From v0.3.60 Wan passes ``transformer_options``
+down to the cross-attention and the call's decision is read from there; before (v0.3.30-v0.3.59) it passes none,
+and the decision comes through ``StatePublisher`` as on PixArt. The negative's keys go through the block's
 own ``k`` and ``norm_k`` (Wan's key RMSNorm), its values through ``v``, exactly as the positive's.
 """
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import List, Tuple
 import torch
 
 from .base import NASAAdapter, NASASettings
-from .comfy_runtime import NASARun, install_wrapper
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, occupants, steer_rows,
-                            subtract_projected, weighted_modules)
+from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper
+from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, install_state_publisher,
+                            occupants, steer_rows, subtract_projected, weighted_modules)
 
 
 def _wan_classes():
@@ -36,20 +37,27 @@ def _wan_classes():
 
 def _attention_with(transformer_options):
     import comfy.ldm.wan.model as wan_model  # the attention function Wan's own modules call
+    # transformer_options reach ComfyUI's attention (and its overrides) only where it has wrap_attn (v0.3.60+)
+    kwargs = {"transformer_options": transformer_options} if HAS_WRAP_ATTN else {}
 
     def attend(q, k, v, heads, mask=None):
-        return wan_model.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
+        return wan_model.optimized_attention(q, k, v, heads=heads, **kwargs)
     return attend
 
 
 class WanNASACrossAttention(NASAObjectCrossAttention):
     """Object patch of one Wan block's ``cross_attn``: forward(x [B, L, C], context [B, (img +) text, C])."""
 
-    def forward(self, x, context, context_img_len=None, transformer_options={}, **kwargs):
+    def forward(self, x, context, context_img_len=None, transformer_options=None, **kwargs):
+        # Before v0.3.60 Wan's blocks call cross_attn(x, context, context_img_len=...) without transformer_options:
+        # the call state then comes from StatePublisher, and the occupant is called the way the block called us.
+        if transformer_options is not None:
+            kwargs["transformer_options"] = transformer_options
+        if self.image_context or context_img_len is not None:
+            kwargs["context_img_len"] = context_img_len
         state = self.active_state(transformer_options)
         if state is None:
-            return self.occupant(x, context, context_img_len=context_img_len, transformer_options=transformer_options,
-                                 **kwargs)
+            return self.occupant(x, context, **kwargs)
         attn = self.original
         heads = attn.num_heads
         attend = _attention_with(transformer_options)
@@ -60,8 +68,7 @@ class WanNASACrossAttention(NASAObjectCrossAttention):
         self.check_negative(k_neg, q)
         state.touched += 1
         if not self.fast:
-            out = self.occupant(x, context, context_img_len=context_img_len, transformer_options=transformer_options,
-                                **kwargs)
+            out = self.occupant(x, context, **kwargs)
             return subtract_projected(out, q, k_neg, v_neg, heads, state, attend, attn.o)
         image_part = None
         if self.image_context:  # the first context_img_len tokens are CLIP-vision tokens: left as they are
@@ -113,6 +120,8 @@ class WanAdapter(NASAAdapter):
             patch = WanNASACrossAttention(run, cache, key, group, original, previous, embedder, embedder, stock)
             patch.image_context = isinstance(original, i2v)
             model_patcher.add_object_patch(key, patch)
+            run.slots.append(("object", key, patch))
         run.dit_cache = cache
         install_wrapper(model_patcher, run)
+        install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
         return len(layers)
