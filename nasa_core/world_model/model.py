@@ -14,6 +14,8 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -313,7 +315,13 @@ def checkpoint_metadata(path: str) -> Dict[str, str]:
 def load_world_checkpoint(path: str):
     """(MODEL, CLIP, VAE) for ComfyUI from a world checkpoint file. Its metadata entry "arch" says which
     model: "flux" (flux_world.py), else the UNet (files written before the entry existed have none)."""
-    sd = comfy.utils.load_torch_file(path, safe_load=True)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"world checkpoint {path} does not exist")
+    try:
+        sd = comfy.utils.load_torch_file(path, safe_load=True)
+    except Exception as e:  # truncated or corrupt file, or not a tensor file at all
+        raise ValueError(f"{path} could not be read as a checkpoint ({type(e).__name__}: {e}); the file is corrupt "
+                         "or incomplete: restore it from the pack (git checkout models/) or download it again") from None
     unet_sd = {k[len("model."):]: v.float() for k, v in sd.items() if k.startswith("model.")}
     text_sd = {k[len("text."):]: (v.float() if v.is_floating_point() else v) for k, v in sd.items() if k.startswith("text.")}
     if not unet_sd or "vocab" not in text_sd:
