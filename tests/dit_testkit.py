@@ -1,7 +1,8 @@
-"""Small real PixArt and Wan models (ComfyUI's own classes and model configs) and an independent plain-torch
-reference of NASA cross-attention for them. Modern ComfyUI tree only."""
+"""Small real FLUX.1, SD3, PixArt and Wan models (ComfyUI's own classes and model configs) and an independent
+plain-torch reference of NASA cross-attention for PixArt and Wan. PixArt and Wan need a release that has them."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -19,6 +20,36 @@ from nasa_testkit import init_weights
 def patcher(model):
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                             offload_device=torch.device("cpu"))
+
+
+CPU = torch.device("cpu")
+
+
+def flux_patcher(hidden=64, heads=4, ctx=32, vec=16, depth=2, single=2, seed=0, axes=(4, 6, 6)):
+    cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=vec, context_in_dim=ctx,
+               hidden_size=hidden, mlp_ratio=4.0, num_heads=heads, depth=depth, depth_single_blocks=single,
+               axes_dim=list(axes), theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False)
+    import comfy.ldm.flux.model as flux_model
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(flux_model.FluxParams)}:
+        cfg["txt_ids_dims"] = []  # the modern tree's FLUX.1 config (FLUX.2 puts positions on text tokens)
+    model = comfy.supported_models.FluxSchnell(cfg).get_model({})
+    init_weights(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+
+
+def sd3_patcher(depth=2, ctx=48, adm=16, seed=0, num_blocks=None, xsa=()):
+    cfg = {"in_channels": 16, "pos_embed_scaling_factor": None, "patch_size": 2, "out_channels": 16,
+           "depth": depth, "input_size": None, "adm_in_channels": adm, "num_patches": 256,
+           "pos_embed_max_size": 16, "qk_norm": "rms", "x_block_self_attn_layers": list(xsa),
+           "context_embedder_config": {"target": "torch.nn.Linear",
+                                       "params": {"in_features": ctx, "out_features": 64 * depth}}}
+    if num_blocks is not None:
+        cfg["num_blocks"] = num_blocks
+    model = comfy.supported_models.SD3(cfg).get_model({})
+    init_weights(model.diffusion_model, seed)
+    with torch.no_grad():  # a buffer made with torch.empty: garbage (sometimes NaN) unless filled
+        model.diffusion_model.pos_embed.normal_(0, 0.02, generator=torch.Generator().manual_seed(seed))
+    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
 
 
 def pixart_patcher(hidden_size=96, num_heads=4, depth=3, caption_channels=32, seed=0, model_max_length=8):

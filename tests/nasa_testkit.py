@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -10,9 +9,6 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.sample
 import comfy.supported_models
-
-MODERN = bool(os.environ.get("COMFYUI_PATH"))
-
 
 def init_weights(module: torch.nn.Module, seed: int = 0):
     """ComfyUI's ops leave weights uninitialised; give every parameter a deterministic, sane value."""
@@ -59,11 +55,11 @@ def conditioning(seed, tokens=7, width=64, batch=1):
 
 
 def sample(model, positive, negative=None, steps=1, cfg=1.0, seed=0, batch=1, size=16, sampler="euler",
-           scheduler="normal", denoise=1.0):
+           scheduler="normal", denoise=1.0, callback=None):
     """One run of ComfyUI's own sampler (comfy.sample.sample, as KSampler calls it)."""
     latent = torch.zeros(batch, 4, size, size)
     noise = comfy.sample.prepare_noise(latent, seed)
     if negative is None:
         negative = [[torch.zeros_like(positive[0][0][:1]), {}]]
     return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                               denoise=denoise, disable_pbar=True, seed=seed)
+                               denoise=denoise, callback=callback, disable_pbar=True, seed=seed)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+pytestmark = pytest.mark.compat  # runs on every ComfyUI release of the matrix (scripts/test.sh)
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER_NAME = "comfyui-nasa"  # the folder name the pack is published and installed under
@@ -49,6 +52,29 @@ def full_tree() -> Path | None:
     if path and (Path(path) / "nodes.py").is_file() and (Path(path) / "execution.py").is_file():
         return Path(path).resolve()
     return None
+
+
+def settled(result):
+    """ComfyUI made its loader and validate_prompt coroutines in 2025 (v0.3.4x); older releases return values."""
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
+def validate(execution, prompt_id: str, prompt: dict):
+    """execution.validate_prompt as the /prompt handler calls it on this release."""
+    arity = len(inspect.signature(execution.validate_prompt).parameters)
+    # (prompt) before mid-2025, (prompt_id, prompt) in v0.3.45, then a partial-execution list as well
+    args = {1: (prompt,), 2: (prompt_id, prompt)}.get(arity, (prompt_id, prompt, None))
+    return settled(execution.validate_prompt(*args))
+
+
+def new_executor(execution, server):
+    """A PromptExecutor with the classic cache and no LRU, whichever constructor this release has."""
+    params = inspect.signature(execution.PromptExecutor.__init__).parameters
+    if "cache_args" in params:
+        return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+    if "cache_type" in params:
+        return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC)
+    return execution.PromptExecutor(server)
 
 
 def comfy_modules():
@@ -147,7 +173,7 @@ def forget_modules(prefix: str):
 def restored_registry(nodes):
     """Puts ComfyUI's node registry back as it was (the pack's nodes registered by a test are removed)."""
     saved = {d: dict(getattr(nodes, d)) for d in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS",
-                                                  "LOADED_MODULE_DIRS", "EXTENSION_WEB_DIRS")}
+                                                  "LOADED_MODULE_DIRS", "EXTENSION_WEB_DIRS") if hasattr(nodes, d)}
     try:
         yield
     finally:
@@ -160,9 +186,14 @@ def restored_registry(nodes):
 def load_with_comfyui(nodes, folder: Path):
     """ComfyUI's own custom node loader (as init_external_custom_nodes calls it for each folder)."""
     module_path = str(folder)
+    before = set(sys.modules)
     with capture_problems() as (records, caught):
-        ok = asyncio.run(nodes.load_custom_node(module_path))
-    return ok, records, caught, module_path.replace(".", "_x_")  # the sys.modules name ComfyUI gives it
+        ok = settled(nodes.load_custom_node(module_path))
+    # the sys.modules name ComfyUI gives it: the path with "." as "_x_" (2025 on), the folder name before
+    init = (folder / "__init__.py").resolve()
+    names = [n for n in set(sys.modules) - before if "." not in n
+             and getattr(sys.modules[n], "__file__", None) and Path(sys.modules[n].__file__).resolve() == init]
+    return ok, records, caught, names[0] if names else module_path.replace(".", "_x_")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -191,7 +222,8 @@ def test_comfyui_loader_registers_the_pack(tmp_path):
                 cls = nodes.NODE_CLASS_MAPPINGS[name]
                 assert cls.__module__.startswith(module_name + "."), cls.__module__  # loaded from the folder
                 assert cls.RELATIVE_PYTHON_MODULE == f"custom_nodes.{FOLDER_NAME}"
-            assert nodes.LOADED_MODULE_DIRS[FOLDER_NAME] == os.path.abspath(folder)
+            if hasattr(nodes, "LOADED_MODULE_DIRS"):  # v0.3.30 and later
+                assert nodes.LOADED_MODULE_DIRS[FOLDER_NAME] == os.path.abspath(folder)
         finally:
             forget_modules(module_name)
 
@@ -314,8 +346,7 @@ class ComfyRun:
         self._results: dict[str, torch.Tensor] = {}
 
     def executor(self):
-        e = self.execution
-        return e.PromptExecutor(MessageSink(), cache_type=e.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+        return new_executor(self.execution, MessageSink())
 
     def result(self, prompt: dict) -> torch.Tensor:
         key = json.dumps(prompt, sort_keys=True)
@@ -327,7 +358,7 @@ class ComfyRun:
         import safetensors.torch
 
         prompt_id = str(uuid.uuid4())
-        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        valid = validate(self.execution, prompt_id, prompt)
         assert valid[0], f"ComfyUI rejected the prompt: {valid[1]} {valid[3]}"
         executor.execute(prompt, prompt_id, {"client_id": "nasa-test"}, valid[2])
         errors = [{k: d.get(k) for k in ("node_type", "exception_type", "exception_message")}
@@ -444,7 +475,7 @@ def test_bundled_world_workflow_runs_in_comfyuis_executor(comfy_run, no_nasa_war
         prompt[loader]["inputs"]["checkpoint"] = checkpoint
     executor = comfy_run.executor()
     prompt_id = str(uuid.uuid4())
-    valid = asyncio.run(comfy_run.execution.validate_prompt(prompt_id, prompt, None))
+    valid = validate(comfy_run.execution, prompt_id, prompt)
     assert valid[0], f"ComfyUI rejected {name}: {valid[1]} {valid[3]}"
     executor.execute(prompt, prompt_id, {"client_id": "nasa-test"}, valid[2])
     assert executor.success, [d for e, d in executor.status_messages if e == "execution_error"]
@@ -455,3 +486,49 @@ def test_bundled_world_workflow_runs_in_comfyuis_executor(comfy_run, no_nasa_war
     assert pixels.shape == (4, 3, 64, 64)
     reads = world.read_attributes(pixels)
     assert all(r["background"] in world.VOCAB["background"] for r in reads)  # a world scene, not noise
+
+
+def test_a_bad_input_fails_that_prompt_and_the_same_executor_serves_the_next(comfy_run):
+    """A refused input (here a nasa_negative made by Conditioning (Combine): two entries) fails that prompt with
+    NASA's message through ComfyUI's own error path; the executor then runs the next prompt exactly as a fresh one."""
+    bad = graph("model", alpha=0.5)
+    bad["12"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["5", 0], "conditioning_2": ["3", 0]}}
+    bad["10"]["inputs"]["nasa_negative"] = ["12", 0]
+    executor = comfy_run.executor()
+    prompt_id = str(uuid.uuid4())
+    valid = validate(comfy_run.execution, prompt_id, bad)
+    assert valid[0], valid[1]
+    executor.execute(bad, prompt_id, {"client_id": "nasa-test"}, valid[2])
+    errors = [d for event, d in executor.status_messages if event == "execution_error"]
+    assert not executor.success and len(errors) == 1, executor.status_messages
+    assert errors[0]["node_type"] == "ApplyNASAModelPatch"
+    assert "the nasa_negative CONDITIONING has 2 entries" in errors[0]["exception_message"]
+    good = graph("model", alpha=0.5)
+    assert torch.equal(comfy_run(good, executor), comfy_run(good, comfy_run.executor()))
+
+
+def test_an_interrupt_mid_sampling_leaves_the_next_prompt_exact(comfy_run):
+    """Cancel pressed after the first of three steps (ComfyUI's progress hook raises the interrupt, as main.py's
+    does): the executor reports the interruption, and the next prompt on it equals a fresh executor's."""
+    import comfy.model_management
+    import comfy.utils
+    prompt = graph("model", alpha=0.5)
+    prompt["7"]["inputs"]["steps"] = 3
+
+    def cancel_after_first_step(value, total, *args, **kwargs):
+        if value >= 1:
+            comfy.model_management.interrupt_current_processing(True)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    executor = comfy_run.executor()
+    previous_hook = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(cancel_after_first_step)
+    try:
+        prompt_id = str(uuid.uuid4())
+        valid = validate(comfy_run.execution, prompt_id, prompt)
+        executor.execute(prompt, prompt_id, {"client_id": "nasa-test"}, valid[2])
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous_hook)
+        comfy.model_management.interrupt_current_processing(False)
+    assert any(event == "execution_interrupted" for event, _ in executor.status_messages), executor.status_messages
+    assert torch.equal(comfy_run(prompt, executor), comfy_run(prompt, comfy_run.executor()))

@@ -21,42 +21,19 @@ import comfy.sample
 import comfy.supported_models
 import comfy.ldm.flux.model as flux_model
 
+from dit_testkit import flux_patcher, sd3_patcher
 from nasa_testkit import init_weights
 from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
 from comfyui_nasa.nasa_core.adapters.base import NASAInputError, UnsupportedModelError
 from comfyui_nasa.nasa_core.adapters.comfy_runtime import attach_prompt_negative
 from comfyui_nasa.nasa_core.adapters.joint import steered_positions
 
+pytestmark = pytest.mark.compat  # runs on every ComfyUI release of the matrix (scripts/test.sh)
+
 CPU = torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------------------ models
-
-def flux_patcher(hidden=64, heads=4, ctx=32, vec=16, depth=2, single=2, seed=0, axes=(4, 6, 6)):
-    cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=vec, context_in_dim=ctx,
-               hidden_size=hidden, mlp_ratio=4.0, num_heads=heads, depth=depth, depth_single_blocks=single,
-               axes_dim=list(axes), theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False)
-    if "txt_ids_dims" in {f.name for f in dataclasses.fields(flux_model.FluxParams)}:
-        cfg["txt_ids_dims"] = []  # the modern tree's FLUX.1 config (FLUX.2 puts positions on text tokens)
-    model = comfy.supported_models.FluxSchnell(cfg).get_model({})
-    init_weights(model.diffusion_model, seed)
-    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
-
-
-def sd3_patcher(depth=2, ctx=48, adm=16, seed=0, num_blocks=None, xsa=()):
-    cfg = {"in_channels": 16, "pos_embed_scaling_factor": None, "patch_size": 2, "out_channels": 16,
-           "depth": depth, "input_size": None, "adm_in_channels": adm, "num_patches": 256,
-           "pos_embed_max_size": 16, "qk_norm": "rms", "x_block_self_attn_layers": list(xsa),
-           "context_embedder_config": {"target": "torch.nn.Linear",
-                                       "params": {"in_features": ctx, "out_features": 64 * depth}}}
-    if num_blocks is not None:
-        cfg["num_blocks"] = num_blocks
-    model = comfy.supported_models.SD3(cfg).get_model({})
-    init_weights(model.diffusion_model, seed)
-    with torch.no_grad():  # a buffer made with torch.empty: garbage (sometimes NaN) unless filled
-        model.diffusion_model.pos_embed.normal_(0, 0.02, generator=torch.Generator().manual_seed(seed))
-    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
-
 
 def cond(seed, tokens=5, width=32, pooled=16):
     g = torch.Generator().manual_seed(seed)
@@ -226,14 +203,14 @@ def test_adapter_picks_family(family):
 
 
 def test_alpha_zero_and_tiny_alpha_are_identity(family):
-    """alpha 0 installs nothing active; a vanishing alpha runs the whole NASA route (override on the modern
-    tree, the block composed from its submodules on the PyPI copy) and must give the unpatched result."""
+    """alpha 0 installs nothing active; a vanishing alpha runs the whole NASA route (the attention override from
+    v0.3.60, the block composed from its submodules before) and must give the unpatched result bit for bit."""
     name, model, width, pooled = family
     pos, neg = cond(1, width=width, pooled=pooled), cond(9, width=width, pooled=pooled)
     base = sample(model, pos, neg)
     assert torch.equal(sample(apply_nasa(model, cond(2, 7, width)[0][0], 0.0), pos, neg), base)
     tiny = apply_nasa(model, cond(2, 7, width)[0][0], 1e-30, blocks={"double", "single"} if name == "flux" else {"double"})
-    torch.testing.assert_close(sample(tiny, pos, neg), base, atol=1e-6, rtol=0)
+    assert torch.equal(sample(tiny, pos, neg), base)  # bit for bit: the route reproduces the block's own forward
     steered = sample(apply_nasa(model, cond(2, 7, width)[0][0], 0.5), pos, neg)
     assert (steered - base).abs().max() > 1e-3
 

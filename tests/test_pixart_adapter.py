@@ -5,7 +5,7 @@ import torch
 try:
     import comfy.ldm.pixart.pixartms  # noqa: F401
 except ImportError:
-    pytest.skip("PixArt exists only in the modern ComfyUI tree (set COMFYUI_PATH); the PyPI copy has none",
+    pytest.skip("this ComfyUI has no PixArt (comfy.ldm.pixart; the PyPI copy has none): the PixArt adapter never matches here",
                 allow_module_level=True)
 
 import dit_testkit as dk
@@ -15,6 +15,8 @@ from comfyui_nasa.nasa_core.adapters.comfy_runtime import wrong_width_message
 from comfyui_nasa.nasa_core.adapters.pixart import PixArtAdapter, PixArtNASACrossAttention
 from comfyui_nasa.nasa_core.attention import NASAInputError
 from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+
+pytestmark = pytest.mark.compat  # runs on every ComfyUI release of the matrix (scripts/test.sh)
 
 WIDTH = 32  # caption (T5) width of the tiny model
 DEPTH = 3

@@ -12,6 +12,8 @@ import nasa_testkit as tk
 from comfyui_nasa.nasa_core.adapters.base import NASASettings
 from comfyui_nasa.nasa_core.adapters.comfy_runtime import NASACallState, NASACrossAttentionPatch, NASARun
 
+pytestmark = pytest.mark.compat  # runs on every ComfyUI release of the matrix (scripts/test.sh)
+
 DIM, HEADS, D_HEAD, CONTEXT = 1280, 20, 64, 2048
 KEY = ("input", 7, 0)
 
