@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up on a fresh machine: a venv with torch, the test needs, and the PyPI copy
-# of ComfyUI in .deps/comfy_pypi. With COMFYUI_PATH set, also the modern tree's requirements.
+# of ComfyUI in .deps/comfy_pypi, and what the 2025-2026 ComfyUI releases of the test matrix import besides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,7 +12,5 @@ pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "
 # CLIP's BPE data for the world model's tokenizer where ComfyUI's copy lacks it (the PyPI copy); data only, no deps
 .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('open_clip') is None)" 2>/dev/null || \
   pip_install --no-deps "open_clip_torch==3.3.0"
-if [ -n "${COMFYUI_PATH:-}" ] && [ -f "$COMFYUI_PATH/requirements.txt" ]; then
-  .venv/bin/python -c "import av, alembic, sqlalchemy, comfy_kitchen, pydantic_settings" 2>/dev/null || \
-    pip_install "av>=14.2.0" alembic SQLAlchemy "comfy-kitchen>=0.2.3" "pydantic~=2.0" "pydantic-settings~=2.0" requests
-fi
+.venv/bin/python -c "import av, alembic, sqlalchemy, comfy_kitchen, pydantic_settings, requests" 2>/dev/null || \
+  pip_install "av>=14.2.0" alembic SQLAlchemy "comfy-kitchen>=0.2.3" "pydantic~=2.0" "pydantic-settings~=2.0" requests
