@@ -92,15 +92,18 @@ def nasa_run(patched):
 
 
 def test_it_works_and_warns_nothing(family, caplog):
+    """Through the node, as a graph patches it: applied in every step, changes the output, no warning; alpha 0
+    is the unpatched model."""
     f, model = family
     base = f.sample(model, f.cond(1))
-    patched = apply_nasa(model, f.cond(2)[0][0], 0.8)
+    patched, = ApplyNASAModelPatch().patch(model, 0.8, nasa_negative=f.cond(2))
     with caplog.at_level(logging.WARNING, logger="comfyui-nasa"):
         out = f.sample(patched, f.cond(1), steps=2)
     assert nasa_run(patched).calls_applied == 2
     assert (out - f.sample(model, f.cond(1), steps=2)).abs().max() > 1e-4
     assert not nasa_warnings(caplog)
-    assert torch.equal(f.sample(apply_nasa(model, f.cond(2)[0][0], 0.0), f.cond(1)), base)
+    off, = ApplyNASAModelPatch().patch(model, 0.0, nasa_negative=f.cond(2))
+    assert torch.equal(f.sample(off, f.cond(1)), base)
 
 
 class NotNASA(torch.nn.Module):
