@@ -14,3 +14,5 @@ pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "
   pip_install --no-deps "open_clip_torch==3.3.0"
 .venv/bin/python -c "import av, alembic, sqlalchemy, comfy_kitchen, pydantic_settings, requests" 2>/dev/null || \
   pip_install "av>=14.2.0" alembic SQLAlchemy "comfy-kitchen>=0.2.3" "pydantic~=2.0" "pydantic-settings~=2.0" requests
+# comfy-cli (the Comfy Registry's client) in a venv of its own, for the test that runs `comfy node validate`
+[ -x .venv-cli/bin/comfy ] || { "$PY" -m venv .venv-cli && .venv-cli/bin/python -m pip install -q --disable-pip-version-check "comfy-cli==1.23.0"; }
