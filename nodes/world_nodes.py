@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .schema import Input, NodeDef, Output, build_v1
+
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
 
@@ -11,27 +13,25 @@ def bundled_checkpoints():
     return sorted(p.name for p in MODELS_DIR.glob("nasa_world*.safetensors"))
 
 
-class LoadNASAWorldModel:
-    @classmethod
-    def INPUT_TYPES(cls):
-        names = bundled_checkpoints() or ["nasa_world_teacher.safetensors"]
-        tip = ("A world model shipped in this pack's models/ folder: nasa_world_teacher (SD-style UNet, "
-               "cross-attention) or nasa_world_flux (ComfyUI's FLUX classes, joint attention).")
-        return {"required": {"checkpoint": (names, {"tooltip": tip})}}
-
-    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-    FUNCTION = "load"
-    CATEGORY = "NASA"
-    DESCRIPTION = ("Loads the small text-to-image model bundled with the pack (64x64 images of coloured shapes; "
-                   "prompts like 'a small red circle on a white background'). Use Empty Latent Image at 64x64.")
-
-    def load(self, checkpoint):
-        from ..nasa_core.world_model.model import load_world_checkpoint
-        path = MODELS_DIR / checkpoint
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; bundled world models: {bundled_checkpoints() or 'none'}")
-        return load_world_checkpoint(str(path))
+def load(checkpoint):
+    from ..nasa_core.world_model.model import load_world_checkpoint
+    path = MODELS_DIR / checkpoint
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; bundled world models: {bundled_checkpoints() or 'none'}")
+    return load_world_checkpoint(str(path))
 
 
-NODE_CLASS_MAPPINGS = {"LoadNASAWorldModel": LoadNASAWorldModel}
-NODE_DISPLAY_NAME_MAPPINGS = {"LoadNASAWorldModel": "Load NASA World Model (bundled)"}
+WORLD_LOADER = NodeDef(
+    node_id="LoadNASAWorldModel", display_name="Load NASA World Model (bundled)", function=load,
+    function_name="load", search_aliases=("nasa", "world model", "demo", "offline"),
+    description=("Loads the small text-to-image model bundled with the pack (64x64 images of coloured shapes; "
+                 "prompts like 'a small red circle on a white background'). Use Empty Latent Image at 64x64."),
+    inputs=(Input("checkpoint", "COMBO", "A world model shipped in this pack's models/ folder: nasa_world_teacher "
+                  "(SD-style UNet, cross-attention) or nasa_world_flux (ComfyUI's FLUX classes, joint attention).",
+                  choices=lambda: bundled_checkpoints() or ["nasa_world_teacher.safetensors"]),),
+    outputs=(Output("MODEL", "MODEL", "The world model."), Output("CLIP", "CLIP", "Its text encoder."),
+             Output("VAE", "VAE", "Its fixed image codec.")))
+
+NODE_DEFS = [WORLD_LOADER]
+
+LoadNASAWorldModel = build_v1(WORLD_LOADER)

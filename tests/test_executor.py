@@ -146,11 +146,55 @@ def assert_clean_load(records, caught, folder: Path):
 
 
 def declared_nodes() -> set:
-    """Every node the pack declares (its __init__.py's NODE_CLASS_MAPPINGS, as conftest imported it)."""
-    import comfyui_nasa
-    declared = set(comfyui_nasa.NODE_CLASS_MAPPINGS)
+    """Every node the pack defines (nodes.NODE_DEFS, as conftest imported the pack)."""
+    import comfyui_nasa.nodes as pack_nodes
+    declared = {d.node_id for d in pack_nodes.NODE_DEFS}
+    assert declared == set(pack_nodes.NODE_CLASS_MAPPINGS)
     assert PACK_NODES <= declared, f"the pack does not declare {PACK_NODES - declared}"
     return declared
+
+
+def exported_nodes(module):
+    """(classes, display names) a loaded pack module gives ComfyUI: V1 mappings, else its V3 comfy_entrypoint."""
+    if hasattr(module, "NODE_CLASS_MAPPINGS"):
+        return module.NODE_CLASS_MAPPINGS, module.NODE_DISPLAY_NAME_MAPPINGS
+    extension = settled(module.comfy_entrypoint())
+    classes = settled(extension.get_node_list())
+    schemas = [c.GET_SCHEMA() for c in classes]
+    return {s.node_id: c for s, c in zip(schemas, classes)}, {s.node_id: s.display_name for s in schemas}
+
+
+def v3_node_base():
+    try:
+        from comfy_api.latest import io
+        return io.ComfyNode
+    except ImportError:
+        return None
+
+
+def input_signature(cls) -> list:
+    """(section, name, type, default, min, max, step, tooltip) of every input, in order; a combo's type is COMBO."""
+    rows = []
+    for section, inputs in cls.INPUT_TYPES().items():
+        for name, spec in inputs.items():
+            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            kind = "COMBO" if isinstance(kind, list) else kind
+            rows.append((section, name, kind) + tuple(opts.get(k) for k in ("default", "min", "max", "step", "tooltip")))
+    return rows
+
+
+def assert_loaded_as_this_release_expects(mapping: dict, display: dict):
+    """V3 classes where this ComfyUI has comfy_api.latest, V1 elsewhere; either way the ids, display names and
+    inputs (order, types, defaults, ranges, tooltips) of the V1 definitions."""
+    import comfyui_nasa.nodes as pack_nodes
+    base = v3_node_base()
+    for name, v1 in pack_nodes.NODE_CLASS_MAPPINGS.items():
+        cls = mapping[name]
+        assert (base is not None and issubclass(cls, base)) == pack_nodes.V3 == (base is not None), name
+        assert input_signature(cls) == input_signature(v1), name
+        assert all(row[-1] for row in input_signature(cls)), f"{name}: an input without a tooltip"
+        assert display[name] == pack_nodes.NODE_DISPLAY_NAME_MAPPINGS[name]
+        assert cls.DESCRIPTION, name
 
 
 def assert_node_classes(mapping: dict, display: dict, names: set):
@@ -158,7 +202,7 @@ def assert_node_classes(mapping: dict, display: dict, names: set):
         cls = mapping[name]
         types = cls.INPUT_TYPES()
         assert isinstance(types, dict) and "required" in types, name
-        assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES, name
+        assert isinstance(cls.RETURN_TYPES, (tuple, list)) and cls.RETURN_TYPES, name  # V3: a list
         assert callable(getattr(cls, cls.FUNCTION)), name
         assert cls.CATEGORY.split("/")[0] == "NASA", name
         assert display.get(name), f"{name} has no display name"
@@ -218,6 +262,7 @@ def test_comfyui_loader_registers_the_pack(tmp_path):
             assert_clean_load(records, caught, folder)
             assert set(nodes.NODE_CLASS_MAPPINGS) - before == declared
             assert_node_classes(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS, declared)
+            assert_loaded_as_this_release_expects(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
             for name in declared:
                 cls = nodes.NODE_CLASS_MAPPINGS[name]
                 assert cls.__module__.startswith(module_name + "."), cls.__module__  # loaded from the folder
@@ -242,10 +287,11 @@ def test_folder_imports_as_a_package(tmp_path):
             spec.loader.exec_module(module)
         assert_clean_load(records, caught, folder)
         declared = declared_nodes()
-        assert set(module.NODE_CLASS_MAPPINGS) == declared
-        assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == declared
-        assert_node_classes(module.NODE_CLASS_MAPPINGS, module.NODE_DISPLAY_NAME_MAPPINGS, declared)
-        for cls in module.NODE_CLASS_MAPPINGS.values():
+        mapping, display = exported_nodes(module)
+        assert set(mapping) == declared and set(display) == declared
+        assert_node_classes(mapping, display, declared)
+        assert_loaded_as_this_release_expects(mapping, display)
+        for cls in mapping.values():
             assert cls.__module__.startswith(FOLDER_NAME + "."), cls.__module__
     finally:
         forget_modules(FOLDER_NAME)

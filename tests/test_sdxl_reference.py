@@ -46,7 +46,7 @@ def reference_cross_attention(attn, x, context, negative, alpha):
 
 
 def run_block(block, x, context, negative, alpha):
-    run = NASARun("SDXL", NASASettings(alpha=alpha, negative=negative), 1e9, 0.0, CONTEXT)
+    run = NASARun("SDXL", NASASettings(alpha=alpha, negative=negative), CONTEXT)
     patch = NASACrossAttentionPatch(run, KEY, "input", block.attn2)
     state = NASACallState(negative, "model", None, None, torch.tensor([alpha]), frozenset({"input"}))
     options = {"block": KEY[:2], "block_index": 0, "patches_replace": {"attn2": {KEY: patch}}, run.state_key: state}

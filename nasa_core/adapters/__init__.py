@@ -65,10 +65,8 @@ def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, st
     width = adapter.context_width(model_patcher)
     if negative is not None and negative.shape[-1] != width:
         raise NASAInputError(wrong_width_message(negative.shape[-1], width, family_name(model_patcher)))
-    sampling = model_patcher.get_model_object("model_sampling")
     run_class = getattr(adapter, "run_class", NASARun)  # joint-attention adapters keep more per-call state
-    run = run_class(family_name(model_patcher), settings, sampling.percent_to_sigma(start_percent),
-                  sampling.percent_to_sigma(end_percent), width)
+    run = run_class(family_name(model_patcher), settings, width)
     patched = model_patcher.clone()
     count = adapter.install(patched, settings, run)
     if count == 0:

@@ -38,6 +38,8 @@ log = logging.getLogger("comfyui-nasa")
 # Keys NASA Negative Conditioning adds to a prompt's model_conds; they reach the wrapper batched.
 PROMPT_NEGATIVE_KEY = "nasa_negative"
 PROMPT_ALPHA_KEY = "nasa_alpha"
+# Set in a call's transformer_options by the NASA patch that took the call's per-prompt negative.
+PROMPT_SEEN_KEY = "comfyui_nasa_prompt_negative"
 
 HAS_WRAP_ATTN = hasattr(comfy_attention, "wrap_attn")  # modern ComfyUI: attention overrides via transformer_options
 
@@ -69,6 +71,13 @@ class CONDNASANegative(comfy.conds.CONDCrossAttn):
     (``NASARun.plan``). A model that NASA did not patch ignores it, so the batched tensor carries a claim flag and,
     when it is freed unclaimed, the user is told (``_warn_unclaimed``)."""
 
+    def __init__(self, cond, watch: bool = True):
+        super().__init__(cond)
+        self.watch = watch  # False for a prompt that turns NASA off (alpha 0): nothing to warn about
+
+    def _copy_with(self, cond):
+        return self.__class__(cond, self.watch)
+
     def process_cond(self, batch_size, *args, **kwargs):
         n = self.cond.shape[0]
         if n not in (1, batch_size):
@@ -78,6 +87,8 @@ class CONDNASANegative(comfy.conds.CONDCrossAttn):
 
     def concat(self, others):
         out = super().concat(others)
+        if not (self.watch or any(getattr(o, "watch", False) for o in others)):
+            return out
         claim = [False]
         out._nasa_claim = claim
         weakref.finalize(out, _warn_unclaimed, claim)
@@ -107,14 +118,19 @@ class CONDNASAAlpha(comfy.conds.CONDRegular):
     """The per-prompt alpha, one value per batch element once batched."""
 
 
-def attach_prompt_negative(positive: list, negative: torch.Tensor, alpha: float) -> list:
-    """Return a copy of a CONDITIONING list whose every entry carries ``negative`` at scale ``alpha``."""
+def attach_prompt_negative(positive: list, negative: Optional[torch.Tensor], alpha: float) -> list:
+    """Return a copy of a CONDITIONING list whose every entry carries ``negative`` at scale ``alpha``. Alpha 0 or
+    no negative (None) turns NASA off for these prompts, also over a model-wide negative."""
     alpha = check_alpha(alpha)
+    off = negative is None or alpha == 0.0
+    if negative is None:
+        negative = torch.zeros(1, 1, 1)
+        alpha = 0.0
     out = []
     for cond, opts in positive:
         opts = opts.copy()
         model_conds = dict(opts.get("model_conds", {}))
-        model_conds[PROMPT_NEGATIVE_KEY] = CONDNASANegative(negative)
+        model_conds[PROMPT_NEGATIVE_KEY] = CONDNASANegative(negative, watch=not off)
         model_conds[PROMPT_ALPHA_KEY] = CONDNASAAlpha(torch.tensor([alpha], dtype=torch.float32))
         opts["model_conds"] = model_conds
         out.append([cond, opts])
@@ -263,12 +279,10 @@ class NASACrossAttentionPatch:
 class NASARun:
     """One installation of NASA into one cloned ModelPatcher: settings, cache, and the call wrapper."""
 
-    def __init__(self, family: str, settings, sigma_start: float, sigma_end: float, context_width: int,
-                 previous_wrapper=None):
+    def __init__(self, family: str, settings, context_width: int, previous_wrapper=None):
         self.family = family
         self.settings = settings
-        self.sigma_start = sigma_start
-        self.sigma_end = sigma_end
+        self._window: Tuple[object, float, float] = (None, 0.0, 0.0)  # (model_sampling, sigma_start, sigma_end)
         self.context_width = context_width
         self.previous_wrapper = previous_wrapper
         self.state_key = f"nasa_state_{uuid.uuid4().hex[:8]}"  # own key: two NASA patches can be chained
@@ -317,31 +331,49 @@ class NASARun:
             t = self._model_negative_on = self.settings.negative.to(device)
         return t
 
-    def _in_window(self, timestep: torch.Tensor) -> bool:
-        sigma = float(timestep.reshape(-1)[0])
-        return self.sigma_end <= sigma <= self.sigma_start
+    def window(self, model_sampling) -> Tuple[float, float]:
+        """(sigma_start, sigma_end) of the settings' percent window under the model sampling in force for this
+        call (a ModelSampling* node placed after NASA changes it), converted once per model sampling object."""
+        cached, start, end = self._window
+        if cached is not model_sampling:
+            start = float(model_sampling.percent_to_sigma(self.settings.start_percent))
+            end = float(model_sampling.percent_to_sigma(self.settings.end_percent))
+            self._window = (model_sampling, start, end)
+        return start, end
 
-    def plan(self, x: torch.Tensor, timestep: torch.Tensor, c: dict, cond_or_uncond: Sequence[int]
-             ) -> Optional[NASACallState]:
-        """Decide what NASA does in this call (pops the per-prompt keys from ``c``)."""
+    def _in_window(self, timestep: torch.Tensor, model_sampling) -> bool:
+        if model_sampling is None or (self.settings.start_percent, self.settings.end_percent) == (0.0, 1.0):
+            return True
+        sigma_start, sigma_end = self.window(model_sampling)
+        sigma = float(timestep.reshape(-1)[0])
+        return sigma_end <= sigma <= sigma_start
+
+    def plan(self, x: torch.Tensor, timestep: torch.Tensor, c: dict, cond_or_uncond: Sequence[int],
+             model_sampling=None) -> Optional[NASACallState]:
+        """Decide what NASA does in this call (pops the per-prompt keys from ``c``). A per-prompt negative takes
+        precedence over the model-wide one of this patch and of every NASA patch chained under it."""
         prompt_neg = c.pop(PROMPT_NEGATIVE_KEY, None)
         prompt_alpha = c.pop(PROMPT_ALPHA_KEY, None)
         claim_prompt_negative(prompt_neg)
-        if not self._in_window(timestep):
+        if prompt_neg is not None:  # tell the NASA patches chained under this one (they see c after us)
+            c["transformer_options"] = {**c.get("transformer_options", {}), PROMPT_SEEN_KEY: True}
+        if not self._in_window(timestep, model_sampling):
             return None
         batch = x.shape[0]
         blocks = frozenset(self.settings.blocks)
         if prompt_neg is not None:
-            self._check_width(prompt_neg, "NASA Negative Conditioning")
             alpha = check_alpha(prompt_alpha.reshape(-1).float())
+            active = [i for i, a in enumerate(alpha.tolist()) if a != 0.0]
+            if not active:  # alpha 0 in NASA Negative Conditioning: NASA off for this prompt
+                return None
+            self._check_width(prompt_neg, "NASA Negative Conditioning")
             if alpha.numel() != batch or prompt_neg.shape[0] != batch:
                 raise NASAInputError(f"per-prompt NASA negatives came batched as {prompt_neg.shape[0]} for a batch of {batch}")
-            active = [i for i, a in enumerate(alpha.tolist()) if a != 0.0]
-            if not active:
-                return None
             rows = None if len(active) == batch else active
             return NASACallState(self._stable_prompt_negative(prompt_neg), "prompt", rows, rows,
                                  alpha if rows is None else alpha[rows], blocks)
+        if c.get("transformer_options", {}).get(PROMPT_SEEN_KEY):
+            return None  # an outer NASA patch holds this prompt's own negative
         if self.settings.negative is None or self.settings.alpha == 0.0:
             return None
         # Model-wide negative: positive (cond) chunks only; the ordinary negative keeps driving CFG.
@@ -364,9 +396,10 @@ class NASARun:
 
     def __call__(self, apply_model, args):
         c = dict(args["c"])
-        state = self.plan(args["input"], args["timestep"], c, args["cond_or_uncond"])
+        base_model = getattr(apply_model, "__self__", None)
+        state = self.plan(args["input"], args["timestep"], c, args["cond_or_uncond"],
+                          getattr(base_model, "model_sampling", None))
         if state is not None:
-            base_model = getattr(apply_model, "__self__", None)
             patcher = getattr(base_model, "current_patcher", None)
             state.cacheable = not getattr(patcher, "hook_patches", None)
             state.weights_token = getattr(base_model, "current_weight_patches_uuid", None) or loaded_patches_uuid(base_model)
