@@ -6,6 +6,7 @@ import logging
 
 from ..nasa_core.adapters import apply_nasa, negative_tensor
 from ..nasa_core.adapters.comfy_runtime import attach_prompt_negative
+from ..nasa_core.adapters.prompt_hook import hook_prompt
 from .schema import Input, NodeDef, Output, build_v1
 
 log = logging.getLogger("comfyui-nasa")
@@ -29,17 +30,23 @@ def alpha_input(default=0.1):
 
 
 def attach(positive, nasa_negative, alpha):
-    """A per-prompt negative; alpha 0 (or an empty negative) turns NASA off for this prompt."""
-    return (attach_prompt_negative(positive, negative_tensor(nasa_negative, "nasa_negative"), alpha),)
+    """A per-prompt negative; alpha 0 (or an empty negative) turns NASA off for this prompt. Where ComfyUI has
+    conditioning hooks (v0.3.30+) the prompt also carries NASA's hook, so it works on an unpatched MODEL."""
+    negative = negative_tensor(nasa_negative, "nasa_negative")
+    carried = attach_prompt_negative(positive, negative, alpha)
+    if negative is None or alpha == 0.0:
+        return (carried,)
+    return (hook_prompt(carried, alpha) or carried,)
 
 
 NEGATIVE_CONDITIONING = NodeDef(
     node_id="NASANegativeConditioning", display_name="NASA Negative Conditioning", function=attach,
     function_name="attach", search_aliases=SEARCH_ALIASES + ("per prompt negative",),
     description=("Carries a negative prompt with this positive prompt so NASA removes it inside the model's "
-                 "attention, even in one step at cfg 1.0. The MODEL must go through Apply NASA Model Patch (its own "
-                 "negative may be left empty); this prompt's negative takes precedence over the model's, and alpha 0 "
-                 "turns NASA off for this prompt."),
+                 "attention, even in one step at cfg 1.0, on any sampler. On ComfyUI v0.3.30 and later it works on its "
+                 "own (a conditioning hook) for SD1.x/2.x/SDXL, FLUX.1 and SD3; PixArt and Wan, and older ComfyUI, "
+                 "need the MODEL through Apply NASA Model Patch as well (the console says so). This prompt's negative "
+                 "takes precedence over the model's; alpha 0 turns NASA off for this prompt."),
     inputs=(Input("positive", "CONDITIONING", "The prompt to sample (goes on to the sampler's positive input)."),
             Input("nasa_negative", "CONDITIONING", NEGATIVE_TOOLTIP),
             alpha_input()),

@@ -350,8 +350,9 @@ def write_clip_l(path: Path, seed: int = 1):
 def graph(nasa: str = "none", alpha: float = 0.5, negative: str = "blurry, low quality, watermark",
           model_alpha: float = 0.1, prefix: str = "nasa_test/latent") -> dict:
     """An API-format prompt. nasa: "none" (no NASA node), "model" (ApplyNASAModelPatch with the negative and
-    ``alpha``), or "prompt" (NASANegativeConditioning with the negative and ``alpha`` on the positive, the
-    model through ApplyNASAModelPatch with no negative at ``model_alpha``)."""
+    ``alpha``), "prompt" (NASANegativeConditioning with the negative and ``alpha`` on the positive, the
+    model through ApplyNASAModelPatch with no negative at ``model_alpha``), or "prompt_alone" (the same
+    NASANegativeConditioning, the model not patched)."""
     p = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": UNET_FILE, "weight_dtype": "default"}},
         "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": CLIP_FILE, "type": "stable_diffusion"}},
@@ -374,6 +375,11 @@ def graph(nasa: str = "none", alpha: float = 0.5, negative: str = "blurry, low q
         p["11"] = {"class_type": "NASANegativeConditioning",
                    "inputs": {"positive": ["3", 0], "nasa_negative": ["5", 0], "alpha": alpha}}
         p["7"]["inputs"]["positive"] = ["11", 0]
+    elif nasa == "prompt_alone":  # NASANegativeConditioning only: the MODEL goes to the sampler unpatched
+        p["11"] = {"class_type": "NASANegativeConditioning",
+                   "inputs": {"positive": ["3", 0], "nasa_negative": ["5", 0], "alpha": alpha}}
+        p["7"]["inputs"]["positive"] = ["11", 0]
+        return p
     else:
         raise ValueError(nasa)
     p["7"]["inputs"]["model"] = ["10", 0]
@@ -578,3 +584,24 @@ def test_an_interrupt_mid_sampling_leaves_the_next_prompt_exact(comfy_run):
         comfy.model_management.interrupt_current_processing(False)
     assert any(event == "execution_interrupted" for event, _ in executor.status_messages), executor.status_messages
     assert torch.equal(comfy_run(prompt, executor), comfy_run(prompt, comfy_run.executor()))
+
+
+def test_negative_conditioning_alone_in_a_graph(comfy_run):
+    """CLIP Text Encode -> NASA Negative Conditioning -> stock KSampler, no model patch (cfg 1, one step): where
+    this ComfyUI has conditioning hooks the negative is removed exactly as Apply NASA Model Patch removes it;
+    where it has none the console says this ComfyUI needs Apply NASA Model Patch, and the latent is the plain one."""
+    from comfyui_nasa.nasa_core.adapters import comfy_runtime, prompt_hook
+    comfy_runtime._unclaimed_warned[0] = -1e9
+    with capture_problems() as (records, _):
+        alone = comfy_run.result(graph("prompt_alone", alpha=0.5))
+        import gc
+        gc.collect()
+    warned = [r.getMessage() for r in records if r.name == "comfyui-nasa"]
+    if prompt_hook.hooks_api() is not None:
+        assert not warned, warned
+        model_wide = comfy_run.result(graph("model", alpha=0.5))
+        assert torch.allclose(alone, model_wide, atol=1e-5, rtol=1e-5), (alone - model_wide).abs().max()
+        assert not torch.allclose(alone, comfy_run.result(graph("none")), atol=1e-4)
+    else:
+        assert len(warned) == 1 and "no conditioning hooks" in warned[0], warned
+        assert torch.equal(alone, comfy_run.result(graph("none")))

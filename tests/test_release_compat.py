@@ -19,7 +19,7 @@ import comfy.utils
 import dit_testkit as dk
 import nasa_testkit as tk
 from comfyui_nasa.nasa_core.adapters import apply_nasa
-from comfyui_nasa.nasa_core.adapters import comfy_runtime, joint
+from comfyui_nasa.nasa_core.adapters import comfy_runtime, joint, prompt_hook
 from comfyui_nasa.nasa_core.attention import NASAInputError
 from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
 
@@ -179,23 +179,51 @@ def test_cause_named_a_block_choice_that_matches_no_block():
         apply_nasa(dk.flux_patcher(single=0), tk.text(2, width=32), 0.8, blocks={"single"})
 
 
-def test_cause_named_a_per_prompt_negative_on_an_unpatched_model(monkeypatch, caplog):
+HAS_HOOKS = prompt_hook.hooks_api() is not None
+
+
+@pytest.mark.parametrize("name", ["unet", "flux", "pixart"])
+def test_negative_conditioning_on_an_unpatched_model_works_or_says_why(name, monkeypatch, caplog):
+    """CLIP Text Encode -> NASA Negative Conditioning -> the sampler, the MODEL not patched. Where ComfyUI has
+    conditioning hooks (v0.3.30+) the prompt's hook installs NASA for that prompt: the result is what Apply NASA
+    Model Patch gives with the same negative and alpha, with no warning. Without hooks, or for a family NASA
+    reaches only through object patches (PixArt, Wan), the negative is ignored and the console says why."""
+    f = next(f for f in FAMILIES if f.name == name)
+    if not AVAILABLE[name]:
+        pytest.skip(REASON[name])
+    model = f.make()
     monkeypatch.setattr(comfy_runtime, "_unclaimed_warned", [-1e9])
-    model = tk.tiny_unet_patcher()
-    positive, = NASANegativeConditioning().attach(tk.conditioning(1), tk.conditioning(2), 0.8)
+    positive, = NASANegativeConditioning().attach(f.cond(1), f.cond(2), 0.8)
     with caplog.at_level(logging.WARNING, logger="comfyui-nasa"):
-        plain = tk.sample(model, positive)
+        alone = f.sample(model, positive, steps=2)
         gc.collect()
     warned = nasa_warnings(caplog)
-    assert len(warned) == 1 and "does not go through Apply NASA Model Patch" in warned[0], warned
-    assert torch.equal(plain, tk.sample(model, tk.conditioning(1)))  # what the warning says: it was ignored
-    caplog.clear()
-    monkeypatch.setattr(comfy_runtime, "_unclaimed_warned", [-1e9])
-    enabled, = ApplyNASAModelPatch().patch(model, 0.1)
-    with caplog.at_level(logging.WARNING, logger="comfyui-nasa"):
-        tk.sample(enabled, positive)
-        gc.collect()
-    assert not nasa_warnings(caplog)
+    plain = f.sample(model, f.cond(1), steps=2)
+    if HAS_HOOKS and name != "pixart":
+        patched, = ApplyNASAModelPatch().patch(model, 0.8, nasa_negative=f.cond(2))
+        assert not warned, warned
+        torch.testing.assert_close(alone, f.sample(patched, f.cond(1), steps=2), atol=1e-6, rtol=1e-6)
+        assert (alone - plain).abs().max() > 1e-4
+        assert not model.model_options.get("model_function_wrapper") and not model.object_patches  # input untouched
+    else:
+        assert len(warned) == 1 and "does not go through Apply NASA Model Patch" in warned[0], warned
+        assert ("no conditioning hooks" if not HAS_HOOKS else "cannot reach this model's cross-attention") in warned[0]
+        assert torch.equal(alone, plain)  # what the warning says: it was ignored
+
+
+@pytest.mark.skipif(not HAS_HOOKS, reason="this ComfyUI has no conditioning hooks (comfy.hooks.TransformerOptionsHook, "
+                    "from v0.3.30): NASA Negative Conditioning needs Apply NASA Model Patch here (tested above)")
+def test_negative_conditioning_alone_with_cfg_and_beside_a_patched_model():
+    """With CFG > 1 the hooked prompt runs on its own (ComfyUI batches prompts only with equal hooks) and still
+    matches the model patch; with the MODEL patched too, the prompt's negative is applied once, by the patch."""
+    model = tk.tiny_unet_patcher()
+    positive, = NASANegativeConditioning().attach(tk.conditioning(1), tk.conditioning(2), 0.5)
+    enabled, = ApplyNASAModelPatch().patch(model, 0.5)
+    both = tk.sample(enabled, positive, negative=tk.conditioning(9), cfg=3.0, steps=2)
+    alone = tk.sample(model, positive, negative=tk.conditioning(9), cfg=3.0, steps=2)
+    plain = tk.sample(model, tk.conditioning(1), negative=tk.conditioning(9), cfg=3.0, steps=2)
+    torch.testing.assert_close(alone, both, atol=1e-5, rtol=1e-5)
+    assert (alone - plain).abs().max() > 1e-4
 
 
 # ------------------------------------------------------------------------------------------------------------

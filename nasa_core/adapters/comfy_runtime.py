@@ -103,9 +103,15 @@ def _warn_unclaimed(claim):
     if claim[0] or time.monotonic() - _unclaimed_warned[0] < 30.0:  # once per run, not once per step
         return
     _unclaimed_warned[0] = time.monotonic()
+    from .prompt_hook import hooks_api
+    why = ("this ComfyUI has no conditioning hooks (comfy.hooks.TransformerOptionsHook, from v0.3.30), so NASA "
+           "Negative Conditioning works only together with Apply NASA Model Patch" if hooks_api() is None else
+           "NASA Negative Conditioning alone cannot reach this model's cross-attention (PixArt, Wan: NASA lives in "
+           "object patches there)")
     log.warning("NASA: a prompt carries a negative from NASA Negative Conditioning, but the MODEL it was sampled "
-                "with does not go through Apply NASA Model Patch, so this ComfyUI (%s) ignored the negative. Connect "
-                "the MODEL through Apply NASA Model Patch (its own negative may stay unconnected).", comfy_release())
+                "with does not go through Apply NASA Model Patch and %s; this ComfyUI (%s) ignored the negative. "
+                "Connect the MODEL through Apply NASA Model Patch (its own negative may stay unconnected).",
+                why, comfy_release())
 
 
 def claim_prompt_negative(negative) -> None:
@@ -293,6 +299,7 @@ class NASARun:
         self.warned = False
         self.slots: List[Tuple[str, object, object]] = []  # (slot kind, key, NASA's patch), filled by install
         self.layer_calls = 0  # NASA layer patches entered in the current call, with or without a state
+        self.cacheable = True  # False: project the negative every call (NASA Negative Conditioning's hook)
 
     def __deepcopy__(self, memo):
         return self
@@ -401,7 +408,7 @@ class NASARun:
                           getattr(base_model, "model_sampling", None))
         if state is not None:
             patcher = getattr(base_model, "current_patcher", None)
-            state.cacheable = not getattr(patcher, "hook_patches", None)
+            state.cacheable = self.cacheable and not getattr(patcher, "hook_patches", None)
             state.weights_token = getattr(base_model, "current_weight_patches_uuid", None) or loaded_patches_uuid(base_model)
             to = dict(c.get("transformer_options", {}))
             to[self.state_key] = state
