@@ -19,45 +19,55 @@ WORLD_PAIRS = [("a shape", "red"), ("a shape on a white background", "circle"), 
 
 
 def world_demo(args):
-    """The bundled world model: none / CFG / NASA at 1, 4 and 20 steps, 4 images per cell."""
+    """The bundled world model: none / CFG / NASA at 1, 4 and 20 steps (teacher) and 1 step (student)."""
     import torch
     from tqdm import tqdm
 
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.adapters import apply_nasa
     from comfyui_nasa.nasa_core.world_model.model import load_world_checkpoint
-    from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents, save_grid
+    from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents, \
+        save_labelled_grid
 
     model, clip, _ = load_world_checkpoint(str(BUNDLED))
     models = {"teacher": model}
     if STUDENT.exists():
-        models["student"] = load_world_checkpoint(str(STUDENT))[0]
+        models["NASA-T student"] = load_world_checkpoint(str(STUDENT))[0]
     empty = encode(clip, "")
-    tiles, lines = [], []
-    cells = [("teacher", steps, method) for steps in (1, 4, 20) for method in ("none", "CFG", "NASA")]
-    cells += [("student", 1, method) for method in ("none", "CFG", "NASA") if "student" in models]
+    runs = [("teacher", steps) for steps in (1, 4, 20)] + [("NASA-T student", 1)] * ("NASA-T student" in models)
+    methods = ("none", "CFG", "NASA")
+    cells, notes, labels, table = [], [], [], []
     for pos_text, neg_text in tqdm(WORLD_PAIRS, desc="prompts"):
         pos, neg = encode(clip, pos_text), encode(clip, neg_text)
         unwanted = world.attributes_of_prompt(neg_text)
-        row = []
-        for who, steps, method in cells:
+        for who, steps in runs:
             base_cfg = args.cfg if steps >= 20 else 1.0
             mm = models[who]
-            m, negative, cfg = {"none": (mm, empty, base_cfg), "CFG": (mm, neg, args.cfg),
-                                "NASA": (apply_nasa(mm, neg[0][0], args.alpha), empty, base_cfg)}[method]
-            images = images_from_latents(sample_latents(m, pos, negative, steps, cfg, args.seed, args.per_cell))
-            free = sum(not world.shows(r, unwanted) for r in world.read_attributes(images))
-            row.append(f"{free}/{len(images)}")
-            tiles.append(images)
-        lines.append((pos_text, neg_text, row))
-    header = " | ".join(f"{w} {m} {s}" for w, s, m in cells)
-    print(f"\nimages free of the negative (of {args.per_cell} per cell)\nprompt / negative | {header}")
-    for pos_text, neg_text, row in lines:
-        print(f"{pos_text} / {neg_text} | " + " | ".join(row))
-    out = save_grid(torch.cat(tiles), args.out, columns=len(cells) * args.per_cell)
-    print(f"\nrows: {', '.join(f'{p!r} minus {n!r}' for p, n in WORLD_PAIRS)}; columns: " +
-          ", ".join(f"{w} {m} at {s} step{'s' if s > 1 else ''}" for w, s, m in cells) + f" ({args.per_cell} images each)")
-    print(f"wrote {out}")
+            row, row_notes, counts = [], [], []
+            for method in methods:
+                m, negative, cfg = {"none": (mm, empty, base_cfg), "CFG": (mm, neg, args.cfg),
+                                    "NASA": (apply_nasa(mm, neg[0][0], args.alpha), empty, base_cfg)}[method]
+                images = images_from_latents(sample_latents(m, pos, negative, steps, cfg, args.seed, args.per_cell))
+                free = sum(not world.shows(r, unwanted) for r in world.read_attributes(images))
+                row.append(images)
+                row_notes.append(f"{free}/{len(images)} without {neg_text}" + (f" (cfg {cfg:g})" if cfg != 1 else ""))
+                counts.append(f"{free}/{len(images)}")
+            cells.append(row)
+            notes.append(row_notes)
+            labels.append(f'"{pos_text}"\nminus "{neg_text}"\n{who}, {steps} step{"s" if steps > 1 else ""}')
+            table.append((f"{pos_text} / minus {neg_text}", f"{who}, {steps} step{'s' if steps > 1 else ''}", counts))
+    heads = ["none (no negative)", f"CFG {args.cfg:g} (negative in CFG)", f"NASA α {args.alpha:g} (negative inside)"]
+    widths = [max(len(t[0]) for t in table), max(len(t[1]) for t in table)] + [len(h) for h in heads]
+    print(f"\nImages free of the negative's attribute, read from the pixels ({args.per_cell} per cell; the 20-step "
+          f"teacher runs CFG {args.cfg:g} in every column, the others cfg 1 except the CFG column):\n")
+    print(" | ".join(h.ljust(wd) for h, wd in zip(["prompt / negative", "model, steps"] + heads, widths)))
+    print("-+-".join("-" * wd for wd in widths))
+    for prompt, run, counts in table:
+        print(" | ".join(v.ljust(wd) for v, wd in zip([prompt, run] + counts, widths)))
+    out = save_labelled_grid(cells, labels, heads, args.out, notes=notes, group=len(runs),
+                             title="NASA on the bundled world model: each row one prompt minus one negative, "
+                                   "one model and step count")
+    print(f"\nwrote {out}")
 
 
 def main():
@@ -65,7 +75,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "out" / "demo_grid.png"), help="where to write the PNG grid")
     parser.add_argument("--alpha", type=float, default=0.5, help="NASA strength")
     parser.add_argument("--cfg", type=float, default=3.0, help="CFG scale for the CFG column")
-    parser.add_argument("--per-cell", type=int, default=4, help="images per cell (world model)")
+    parser.add_argument("--per-cell", type=int, default=3, help="images per cell (world model)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

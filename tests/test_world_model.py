@@ -131,7 +131,30 @@ def test_demo_command_runs_end_to_end(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.exists() and out.stat().st_size > 1000
-    assert "images free of the negative" in r.stdout
+    assert "Images free of the negative" in r.stdout
+    table = [line for line in r.stdout.splitlines() if line.count(" | ") == 4]
+    assert table[0].split(" | ")[2].startswith("none") and len(table) == 1 + 3 * 4  # header, 3 pairs x 4 runs
+    from PIL import Image
+    with Image.open(out) as grid:  # labelled, and it fits a screen: 3 method columns of 128-px tiles
+        width, height = grid.size
+    assert 600 < width < 1400 and height < 2200, (width, height)
+
+
+def test_labelled_grid_layout(tmp_path):
+    """The grid writer puts row labels left, column labels on top, notes under the cells, 2x tiles."""
+    import torch
+    from PIL import Image
+    from comfyui_nasa.nasa_core.world_model.sampling import save_labelled_grid
+    red = torch.full((2, 3, 64, 64), -1.0)
+    red[:, 0] = 1.0
+    cells = [[red, red * 0], [red, red]]
+    path = save_labelled_grid(cells, ["row one\nsecond line", "row two"], ["a", "b"], tmp_path / "g.png",
+                              notes=[["n1", "n2"], ["n3", "n4"]], title="t")
+    with Image.open(path) as img:
+        px = img.convert("RGB")
+        assert img.size[0] == 230 + 2 * (2 * 128 + 2 + 6) + 6
+        assert px.getpixel((230 + 6 + 10, 30 + 34 + 10)) == (255, 0, 0)  # the first tile, at 2x scale
+        assert any(px.getpixel((x, y)) != (255, 255, 255) for x in range(230, 300) for y in range(30, 64))  # label
 
 
 @pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")

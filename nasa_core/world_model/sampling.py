@@ -55,3 +55,55 @@ def save_grid(images: torch.Tensor, path, columns: int, scale: int = 2, labels: 
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
     return path
+
+
+def _font(size: int):
+    """DejaVu Sans from matplotlib's own data (no system fonts needed), else PIL's default font."""
+    from PIL import ImageFont
+    try:
+        import matplotlib
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default()
+
+
+def save_labelled_grid(cells, row_labels: List[str], col_labels: List[str], path, scale: int = 2,
+                       notes: Optional[List[List[str]]] = None, title: str = "", group: int = 0):
+    """A grid a person reads at a glance: ``cells[r][c]`` is a batch [n, 3, H, W] in [-1, 1] drawn side by side,
+    row labels on the left (lines split on newlines), column labels on top, an optional note under each cell
+    (e.g. "2/2 free"), and a thicker gap every ``group`` rows."""
+    from PIL import Image, ImageDraw
+    n, _, h, w = cells[0][0].shape
+    tile_w, tile_h, pad = w * scale, h * scale, 6
+    cell_w, note_h = n * tile_w + (n - 1) * 2, (18 if notes else 0)
+    label_w, head_h, title_h = 230, 34, (30 if title else 0)
+    rows, cols = len(cells), len(cells[0])
+    gaps = [(12 if group and r and r % group == 0 else 0) for r in range(rows)]
+    width = label_w + cols * (cell_w + pad) + pad
+    height = title_h + head_h + sum(tile_h + note_h + pad + g for g in gaps) + pad
+    grid = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    big, small = _font(16), _font(13)
+    if title:
+        draw.text((pad, 6), title, fill=(0, 0, 0), font=big)
+    for c, label in enumerate(col_labels):
+        draw.text((label_w + c * (cell_w + pad) + pad, title_h + 8), label, fill=(0, 0, 0), font=big)
+    y = title_h + head_h
+    for r in range(rows):
+        y += gaps[r]
+        lines = row_labels[r].split("\n")
+        for i, line in enumerate(lines):
+            draw.text((pad, y + 6 + i * 18), line, fill=(0, 0, 0) if i < len(lines) - 1 else (90, 90, 90), font=small)
+        for c in range(cols):
+            x = label_w + c * (cell_w + pad) + pad
+            arr = ((cells[r][c].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for i in range(arr.shape[0]):
+                tile = Image.fromarray(arr[i]).resize((tile_w, tile_h), Image.NEAREST)
+                grid.paste(tile, (x + i * (tile_w + 2), y))
+            if notes:
+                draw.text((x, y + tile_h + 2), notes[r][c], fill=(60, 60, 60), font=small)
+        y += tile_h + note_h + pad
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
