@@ -20,7 +20,6 @@ WORLD_PAIRS = [("a shape", "red"), ("a shape on a white background", "circle"), 
 
 def world_demo(args):
     """The bundled world model: none / CFG / NASA at 1, 4 and 20 steps (teacher) and 1 step (student)."""
-    import torch
     from tqdm import tqdm
 
     from comfyui_nasa.nasa_core import world
