@@ -7,12 +7,14 @@ denoiser calls only (hooked prompts are never batched with others), so the hook'
 sampled (``apply_nasa`` on a clone of its ModelPatcher, no model-wide negative, kept per loaded patcher), puts that
 clone's attention replace patches into the call's ``transformer_options``, and lets the clone's ``NASARun`` plan
 the call from the negative the prompt carries, exactly as Apply NASA Model Patch would. Nothing is installed on the
-MODEL itself; the negative's K/V are recomputed every call (nothing to free afterwards).
+MODEL itself; the negative's K/V are recomputed every call (nothing to free afterwards). Wan, whose NASA is an
+object patch, gets ``dit`` replace patches that steer its text cross-attention through an attention override
+instead (v0.3.60+, where Wan's blocks pass transformer_options to their attention).
 
 Where the MODEL also went through Apply NASA Model Patch, its wrapper takes the prompt's negative first (and this
-wrapper then sees none and steps aside). Families whose NASA lives in object patches (PixArt, Wan) cannot be
-reached from ``transformer_options``: there the prompt's negative stays unclaimed and the user is told to add
-Apply NASA Model Patch.
+wrapper then sees none and steps aside). PixArt (whose blocks never get transformer_options) and Wan before
+v0.3.60 cannot be reached from ``transformer_options``: there the prompt's negative stays unclaimed and the user is
+told to add Apply NASA Model Patch.
 """
 from __future__ import annotations
 
@@ -67,11 +69,17 @@ class PromptNASAWrapper:
             clone = apply_nasa(patcher, None, self.alpha_hint)
             run = clone.model_options["model_function_wrapper"]
             run.cacheable = False  # K/V recomputed per call: nothing outlives the call, nothing to free
-            if any(kind == "object" for kind, _, _ in run.slots):
-                entry = (None, None)
-            else:
+            if not any(kind == "object" for kind, _, _ in run.slots):
                 replace = clone.model_options["transformer_options"]["patches_replace"]
                 entry = (run, {kind: dict(replace[kind]) for kind in {k for k, _, _ in run.slots}})
+            else:  # object patches cannot travel in transformer_options; Wan has a dit-slot route (v0.3.60+)
+                entry = (None, None)
+                from .wan import WanAdapter, hook_patches
+                if WanAdapter().matches(patcher):
+                    patches = hook_patches(patcher, run.settings, run)
+                    if patches is not None:
+                        run.slots = [("dit", key, patch) for key, patch in patches.items()]
+                        entry = (run, {"dit": patches})
             self._installed[patcher] = entry
         return entry
 

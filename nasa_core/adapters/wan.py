@@ -125,3 +125,71 @@ class WanAdapter(NASAAdapter):
         install_wrapper(model_patcher, run)
         install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
         return len(layers)
+
+
+class WanHookBlockPatch:
+    """NASA for one Wan block without an object patch, for NASA Negative Conditioning's conditioning hook
+    (``prompt_hook``), which can only reach the model through ``transformer_options``: a ``dit`` replace patch that
+    runs the block's own forward with an attention override (v0.3.60+) steering the block's text cross-attention
+    call (its second attention call; I2V's third, after the image tokens' call) by alpha * softmax(q K-^T) V-,
+    before the output projection, as the object patch does."""
+
+    def __init__(self, run: NASARun, cache: DiTNegativeCache, index: int, group: str, cross_attn, embedder):
+        self.run, self.cache, self.index, self.group = run, cache, index, group
+        self.attn, self.embedder = cross_attn, embedder
+        self.text_call = 2 if isinstance(cross_attn, _wan_classes()[2]) else 1
+        self.previous = None
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def _project(self, embedded):
+        return self.attn.norm_k(self.attn.k(embedded)), self.attn.v(embedded)
+
+    def __call__(self, args, extra):
+        from .dit_crossattn import current_state
+        to = args.get("transformer_options") or {}
+        self.run.layer_calls += 1
+        state = current_state(self.run.state_key, to)
+        if state is None or self.group not in state.blocks:
+            return extra["original_block"](args)
+        previous_override = to.get("optimized_attention_override")
+        calls = [0]
+        layer_key = f"diffusion_model.blocks.{self.index}.cross_attn"
+
+        def override(func, *a, **kw):
+            out = previous_override(func, *a, **kw) if previous_override is not None else func(*a, **kw)
+            index, calls[0] = calls[0], calls[0] + 1
+            if index != self.text_call:
+                return out
+            q = a[0]
+            heads = kw["heads"] if "heads" in kw else a[3]
+            neg_kw = {key: kw[key] for key in ("skip_reshape", "attn_precision", "transformer_options",
+                                               "_inside_attn_wrapper") if key in kw}
+
+            def attend(qq, kk, vv, h, mask=None):
+                return func(qq, kk, vv, heads=h, **neg_kw)
+
+            k_neg, v_neg = self.cache.negative_kv(layer_key, state, q.dtype, q.device, self.embedder, self.embedder,
+                                                  weighted_modules(self.attn.k) + weighted_modules(self.attn.v)
+                                                  + weighted_modules(self.attn.norm_k), self._project)
+            state.touched += 1
+            return steer_rows(out, q, k_neg, v_neg, heads, state, attend, in_place=False)
+
+        return extra["original_block"]({**args, "transformer_options": {**to, "optimized_attention_override": override}})
+
+
+def hook_patches(model_patcher, settings: NASASettings, run: NASARun):
+    """The ``dit`` replace patches of ``WanHookBlockPatch`` for every chosen block, or None where this ComfyUI's
+    Wan blocks do not pass transformer_options to their attention (before v0.3.60): no hook can reach them there."""
+    if not HAS_WRAP_ATTN:
+        return None
+    model = model_patcher.model.diffusion_model
+    embedder = model_patcher.get_model_object("diffusion_model.text_embedding")
+    cache = DiTNegativeCache()
+    run.dit_cache = cache
+    patches = {}
+    for key, index, group in WanAdapter().layers(model_patcher, settings.blocks):
+        patches[("double_block", index)] = WanHookBlockPatch(run, cache, index, group, model.blocks[index].cross_attn,
+                                                             embedder)
+    return patches
