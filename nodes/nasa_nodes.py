@@ -44,8 +44,8 @@ NEGATIVE_CONDITIONING = NodeDef(
     function_name="attach", search_aliases=SEARCH_ALIASES + ("per prompt negative",),
     description=("Carries a negative prompt with this positive prompt so NASA removes it inside the model's "
                  "attention, even in one step at cfg 1.0, on any sampler. On ComfyUI v0.3.30 and later it works on its "
-                 "own (a conditioning hook) for SD1.x/2.x/SDXL, FLUX.1 and SD3; PixArt and Wan, and older ComfyUI, "
-                 "need the MODEL through Apply NASA Model Patch as well (the console says so). This prompt's negative "
+                 "own (a conditioning hook) for SD1.x/2.x/SDXL, FLUX.1 and SD3, and from v0.3.60 for Wan; PixArt and "
+                 "older ComfyUI need the MODEL through Apply NASA Model Patch as well (the console says so). This prompt's negative "
                  "takes precedence over the model's; alpha 0 turns NASA off for this prompt."),
     inputs=(Input("positive", "CONDITIONING", "The prompt to sample (goes on to the sampler's positive input)."),
             Input("nasa_negative", "CONDITIONING", NEGATIVE_TOOLTIP),
