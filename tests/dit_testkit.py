@@ -63,13 +63,19 @@ def pixart_patcher(hidden_size=96, num_heads=4, depth=3, caption_channels=32, se
     return patcher(model)
 
 
-def wan_patcher(dim=64, num_heads=4, num_layers=3, text_dim=32, seed=0, i2v=False, ffn_dim=128, freq_dim=32):
-    """Wan 2.1 T2V (or I2V: 36 input channels and a CLIP-vision projection) through ComfyUI's WAN21 configs."""
+def wan_patcher(dim=64, num_heads=4, num_layers=3, text_dim=32, seed=0, i2v=False, ffn_dim=128, freq_dim=32,
+                ti2v=False):
+    """Wan 2.1 T2V (or I2V: 36 input channels and a CLIP-vision projection) through ComfyUI's WAN21 configs, which
+    Wan 2.2's A14B experts also use; ``ti2v``: Wan 2.2 TI2V 5B's config (WAN22_T2V: 48-channel latent, a timestep
+    per frame from the denoise mask)."""
+    channels = 48 if ti2v else 16
     unet_config = {"image_model": "wan2.1", "model_type": "i2v" if i2v else "t2v", "dim": dim, "num_heads": num_heads,
                    "num_layers": num_layers, "ffn_dim": ffn_dim, "freq_dim": freq_dim, "text_dim": text_dim,
-                   "in_dim": 36 if i2v else 16, "out_dim": 16, "patch_size": (1, 2, 2), "window_size": (-1, -1),
-                   "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
+                   "in_dim": 36 if i2v else channels, "out_dim": channels, "patch_size": (1, 2, 2),
+                   "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6}
     config_class = comfy.supported_models.WAN21_I2V if i2v else comfy.supported_models.WAN21_T2V
+    if ti2v:
+        config_class = comfy.supported_models.WAN22_T2V
     config = config_class(unet_config)
     model = config.get_model({})
     init_weights(model.diffusion_model, seed)

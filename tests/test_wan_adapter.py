@@ -9,6 +9,7 @@ except ImportError:
     pytest.skip("this ComfyUI has no Wan (comfy.ldm.wan, from v0.3.30): the Wan adapter never matches here",
                 allow_module_level=True)
 
+import comfy.supported_models
 import dit_testkit as dk
 import nasa_testkit as tk
 from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa, joint, prompt_hook
@@ -240,3 +241,62 @@ def test_negative_conditioning_alone_steers_the_text_attention(kind, t2v, i2v):
     patched, = ApplyNASAModelPatch().patch(model, 0.7, nasa_negative=[[neg(2), {}]])
     torch.testing.assert_close(alone, sample(patched, positive, steps=2), atol=1e-5, rtol=1e-5)
     assert (alone - sample(model, positive, steps=2)).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- Wan 2.2
+
+
+def test_wan22_a14b_two_experts_in_two_samplers(t2v):
+    """Wan 2.2 A14B runs a high-noise expert for the first steps and a low-noise expert for the rest (two
+    KSamplerAdvanced, the first returning its leftover noise). Both experts are Wan 2.1-architecture models
+    (ComfyUI's WAN21 configs); NASA patched on each acts in its own steps, and alpha 0 on both is the plain run."""
+    import comfy.sample
+    high, low = t2v, dk.wan_patcher(num_layers=DEPTH, text_dim=WIDTH, seed=7)
+    latent = dk.video_latent()
+    noise = comfy.sample.prepare_noise(latent, 0)
+    positive, empty = cond(1), [[torch.zeros(1, 1, WIDTH), {}]]
+
+    def two_experts(a, b):
+        mid = comfy.sample.sample(a, noise, 4, 1.0, "euler", "simple", positive, empty, latent, start_step=0,
+                                  last_step=2, force_full_denoise=False, disable_pbar=True, seed=0)
+        return comfy.sample.sample(b, noise, 4, 1.0, "euler", "simple", positive, empty, mid, start_step=2,
+                                   last_step=4, disable_noise=True, disable_pbar=True, seed=0)
+
+    plain = two_experts(high, low)
+    patched_high, = ApplyNASAModelPatch().patch(high, 0.7, nasa_negative=[[neg(2), {}]])
+    patched_low, = ApplyNASAModelPatch().patch(low, 0.7, nasa_negative=[[neg(2), {}]])
+    steered = two_experts(patched_high, patched_low)
+    runs = [m.model_options["model_function_wrapper"] for m in (patched_high, patched_low)]
+    assert [r.calls_applied for r in runs] == [2, 2]
+    assert (steered - plain).abs().max() > 1e-3
+    off = [ApplyNASAModelPatch().patch(m, 0.0, nasa_negative=[[neg(2), {}]])[0] for m in (high, low)]
+    assert torch.equal(two_experts(*off), plain)
+
+
+@pytest.mark.skipif(not hasattr(comfy.supported_models, "WAN22_T2V"),
+                    reason="this ComfyUI has no Wan 2.2 TI2V config (comfy.supported_models.WAN22_T2V; the matrix has it "
+                           "from v0.3.59)")
+def test_wan22_ti2v_5b_with_a_given_first_frame():
+    """TI2V 5B (WAN22_T2V: 48-channel latent; with a given first frame ComfyUI's denoise mask gives each frame its
+    own timestep): NASA acts in every step, alpha 0 is the plain model, and the given frame stays as given."""
+    import comfy.sample
+    model = dk.wan_patcher(num_layers=2, text_dim=WIDTH, ti2v=True, seed=5)
+    assert isinstance(adapter_for(model), WanAdapter)
+    latent = torch.randn(1, 48, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(1, 1, 3, 4, 4)
+    mask[:, :, 0] = 0.0  # the first frame is given (image to video)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    positive, empty = cond(1), [[torch.zeros(1, 1, WIDTH), {}]]
+
+    def run(m):
+        return comfy.sample.sample(m, noise, 3, 1.0, "euler", "simple", positive, empty, latent, noise_mask=mask,
+                                   disable_pbar=True, seed=0)
+
+    plain = run(model)
+    patched, = ApplyNASAModelPatch().patch(model, 0.7, nasa_negative=[[neg(2), {}]])
+    out = run(patched)
+    assert patched.model_options["model_function_wrapper"].calls_applied == 3
+    assert (out - plain).abs().max() > 1e-3
+    torch.testing.assert_close(out[:, :, 0], latent[:, :, 0])
+    off, = ApplyNASAModelPatch().patch(model, 0.0, nasa_negative=[[neg(2), {}]])
+    assert torch.equal(run(off), plain)
