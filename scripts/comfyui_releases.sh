@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${NASA_COMFYUI_BUNDLE:-$(pwd)/../shared/comfyui/comfyui-versions.bundle}
-dest=${NASA_COMFYUI_RELEASES:-${XDG_CACHE_HOME:-$HOME/.cache}/comfyui-nasa/releases}
+dest=${NASA_COMFYUI_RELEASES:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/comfyui-nasa/releases}
 if [ ! -f "$bundle" ]; then
   echo "no ComfyUI release bundle at $bundle (set NASA_COMFYUI_BUNDLE)" >&2
   exit 3
