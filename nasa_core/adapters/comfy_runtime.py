@@ -44,6 +44,13 @@ PROMPT_SEEN_KEY = "comfyui_nasa_prompt_negative"
 HAS_WRAP_ATTN = hasattr(comfy_attention, "wrap_attn")  # modern ComfyUI: attention overrides via transformer_options
 
 
+def override_call_options(kw: dict) -> dict:
+    """The options of the attention call an ``optimized_attention_override`` intercepts that NASA's own extra call
+    beside it must repeat (layout, precision, the call's transformer_options)."""
+    return {key: kw[key] for key in ("skip_reshape", "attn_precision", "transformer_options", "_inside_attn_wrapper")
+            if key in kw}
+
+
 def comfy_attention_fn(extra_options: dict) -> Callable:
     """ComfyUI's current optimised attention in the core's (q, k, v, heads, mask) form."""
     precision = extra_options.get("attn_precision")

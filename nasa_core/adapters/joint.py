@@ -51,7 +51,7 @@ import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention import NASAInputError
 from .base import ALL_BLOCKS, JOINT_BLOCKS, NASAAdapter, NASASettings
-from .comfy_runtime import NASARun, install_wrapper
+from .comfy_runtime import NASARun, install_wrapper, override_call_options
 
 HAS_ATTENTION_OVERRIDE = hasattr(comfy_attention, "wrap_attn")
 # The family default: the first third of the blocks in run order, one rule for FLUX.1 and SD3. On FLUX.1 it is
@@ -232,8 +232,7 @@ class JointBlockPatch:
                 return out
             armed[0] = False  # the block's joint call is its first; MMDiT-X's image self-attention follows
             heads = a[3] if len(a) > 3 else kw["heads"]
-            neg_kw = {key: kw[key] for key in ("skip_reshape", "attn_precision", "transformer_options",
-                                               "_inside_attn_wrapper") if key in kw}
+            neg_kw = override_call_options(kw)
 
             def attend(qq, kk, vv):
                 if previous_override is not None:

@@ -21,9 +21,9 @@ from typing import List, Tuple
 import torch
 
 from .base import NASAAdapter, NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, install_state_publisher,
-                            occupants, steer_rows, subtract_projected, weighted_modules)
+from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper, override_call_options
+from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, current_state,
+                            install_state_publisher, occupants, steer_rows, subtract_projected, weighted_modules)
 
 
 def _wan_classes():
@@ -62,9 +62,7 @@ class WanNASACrossAttention(NASAObjectCrossAttention):
         heads = attn.num_heads
         attend = _attention_with(transformer_options)
         q = attn.norm_q(attn.q(x))
-        k_neg, v_neg = self.cache.negative_kv(self.layer_key, state, q.dtype, q.device, self.embedder, self.embed,
-                                              weighted_modules(attn.k) + weighted_modules(attn.v)
-                                              + weighted_modules(attn.norm_k), self._project)
+        k_neg, v_neg = negative_kv(self.cache, self.layer_key, state, q, attn, self.embedder)
         self.check_negative(k_neg, q)
         state.touched += 1
         if not self.fast:
@@ -80,9 +78,16 @@ class WanNASACrossAttention(NASAObjectCrossAttention):
             z = z + image_part
         return attn.o(z)
 
-    def _project(self, embedded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        attn = self.original
+
+def negative_kv(cache: DiTNegativeCache, layer_key: str, state, q: torch.Tensor, attn, embedder
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """K-/V- of one Wan cross-attention: the negative through the model's text embedding, then the layer's own
+    ``k`` and key RMSNorm, and ``v`` (cached while those weights are unchanged)."""
+    def project(embedded):
         return attn.norm_k(attn.k(embedded)), attn.v(embedded)
+    return cache.negative_kv(layer_key, state, q.dtype, q.device, embedder, embedder,
+                             weighted_modules(attn.k) + weighted_modules(attn.v) + weighted_modules(attn.norm_k),
+                             project)
 
 
 class WanAdapter(NASAAdapter):
@@ -143,11 +148,7 @@ class WanHookBlockPatch:
     def __deepcopy__(self, memo):
         return self
 
-    def _project(self, embedded):
-        return self.attn.norm_k(self.attn.k(embedded)), self.attn.v(embedded)
-
     def __call__(self, args, extra):
-        from .dit_crossattn import current_state
         to = args.get("transformer_options") or {}
         self.run.layer_calls += 1
         state = current_state(self.run.state_key, to)
@@ -164,15 +165,12 @@ class WanHookBlockPatch:
                 return out
             q = a[0]
             heads = kw["heads"] if "heads" in kw else a[3]
-            neg_kw = {key: kw[key] for key in ("skip_reshape", "attn_precision", "transformer_options",
-                                               "_inside_attn_wrapper") if key in kw}
+            neg_kw = override_call_options(kw)
 
             def attend(qq, kk, vv, h, mask=None):
                 return func(qq, kk, vv, heads=h, **neg_kw)
 
-            k_neg, v_neg = self.cache.negative_kv(layer_key, state, q.dtype, q.device, self.embedder, self.embedder,
-                                                  weighted_modules(self.attn.k) + weighted_modules(self.attn.v)
-                                                  + weighted_modules(self.attn.norm_k), self._project)
+            k_neg, v_neg = negative_kv(self.cache, layer_key, state, q, self.attn, self.embedder)
             state.touched += 1
             return steer_rows(out, q, k_neg, v_neg, heads, state, attend, in_place=False)
 
