@@ -108,6 +108,14 @@ class WorldSpec:
 
 
 DEFAULT_SPEC = WorldSpec()
+WORLDS = {"v1": DEFAULT_SPEC}
+
+
+def world_spec(name: str) -> "WorldSpec":
+    """The world named ``name`` (what a trainer's ``--world`` takes)."""
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}; known: {sorted(WORLDS)}")
+    return WORLDS[name]
 
 
 @contextlib.contextmanager

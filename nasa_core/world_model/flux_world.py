@@ -100,10 +100,12 @@ class NASAWorldFlux(comfy.supported_models.FluxSchnell):
         return comfy.supported_models_base.ClipTarget(WorldFluxTokenizer, wm.WorldClipModel)
 
 
-def build_flux_model(seed: Optional[int] = None, arch: Optional[Dict] = None):
+def build_flux_model(seed: Optional[int] = None, arch: Optional[Dict] = None, latent_std=None):
     """A fresh ComfyUI ``model_base.Flux`` (``ldm.flux.model.Flux`` inside) with the world config; random
-    init when seeded."""
-    model = NASAWorldFlux(unet_config(arch)).get_model({})
+    init when seeded. ``latent_std``: per-channel latent scale (see model.BlockDCT)."""
+    config = NASAWorldFlux(unet_config(arch))
+    config.latent_format = wm.BlockDCT(latent_std)
+    model = config.get_model({})
     if seed is not None:
         init_flux(model.diffusion_model, seed)
     return model
@@ -179,12 +181,12 @@ def metadata(arch: Optional[Dict] = None) -> Dict[str, str]:
             "text_tokens": str(TEXT_TOKENS)}
 
 
-def load(sd_model: Dict[str, torch.Tensor], meta: Dict[str, str], path: str):
+def load(sd_model: Dict[str, torch.Tensor], meta: Dict[str, str], path: str, latent_std=None):
     """The ComfyUI BaseModel of a flux world checkpoint's 'model.*' tensors."""
     arch = json.loads(meta["flux_config"]) if "flux_config" in meta else None
     if int(meta.get("text_tokens", TEXT_TOKENS)) != TEXT_TOKENS:
         raise ValueError(f"{path} was trained with {meta['text_tokens']} text tokens; this code pads to {TEXT_TOKENS}")
-    model = build_flux_model(arch=arch)
+    model = build_flux_model(arch=arch, latent_std=latent_std)
     missing, unexpected = model.diffusion_model.load_state_dict(sd_model, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path} does not match the flux world model: missing {missing[:3]}..., "

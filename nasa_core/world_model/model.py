@@ -10,6 +10,7 @@ cannot carry 192 noise channels per position, and its samples stay noisy.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Dict, List, Optional, Sequence
@@ -83,8 +84,25 @@ def from_latent(latent: torch.Tensor) -> torch.Tensor:
 
 
 class BlockDCT(comfy.latent_formats.LatentFormat):
+    """The block-DCT latent as the model sees it. ``channel_std`` (48 numbers, optional): the model works on
+    each channel divided by its standard deviation over the world's images, so every channel meets the noise
+    at the same signal-to-noise ratio (as SD's scale_factor does for its one scale). Without it the DCT's
+    high-frequency channels (std ~0.05 against the DC's ~0.6) are drowned by the noise at almost every
+    sigma, and the model learns edges only at the last few. The VAE stays the plain codec either way."""
     latent_channels = LATENT_CHANNELS
     scale_factor = 1.0
+
+    def __init__(self, channel_std: Optional[Sequence[float]] = None):
+        self.channel_std = None if channel_std is None else torch.tensor([float(v) for v in channel_std])
+
+    def _std(self, latent):
+        return self.channel_std.to(latent.device, latent.dtype).view(1, -1, 1, 1)
+
+    def process_in(self, latent):
+        return latent if self.channel_std is None else latent / self._std(latent)
+
+    def process_out(self, latent):
+        return latent if self.channel_std is None else latent * self._std(latent)
 
 
 class WorldVAE:
@@ -264,9 +282,12 @@ class NASAWorld(comfy.supported_models_base.BASE):
         return comfy.supported_models_base.ClipTarget(WorldTokenizer, WorldClipModel)
 
 
-def build_unet_model(seed: Optional[int] = None):
-    """A fresh ComfyUI BaseModel (UNetModel inside) with the world config; random init when seeded."""
-    model = NASAWorld(dict(UNET_CONFIG)).get_model({})
+def build_unet_model(seed: Optional[int] = None, width: int = 64, latent_std: Optional[Sequence[float]] = None):
+    """A fresh ComfyUI BaseModel (UNetModel inside) with the world config; random init when seeded.
+    ``width``: the UNet's model_channels; ``latent_std``: per-channel latent scale (see BlockDCT)."""
+    config = NASAWorld(dict(UNET_CONFIG, model_channels=int(width)))
+    config.latent_format = BlockDCT(latent_std)
+    model = config.get_model({})
     if seed is not None:
         init_unet(model.diffusion_model, seed)
     return model
@@ -328,19 +349,22 @@ def load_world_checkpoint(path: str):
         raise ValueError(f"{path} is not a NASA world-model checkpoint (needs 'model.*' and 'text.*' tensors)")
     meta = checkpoint_metadata(path)
     arch = meta.get("arch", "unet")
+    latent_std = json.loads(meta["latent_std"]) if meta.get("latent_std") else None
     tokenizer = WorldTokenizer
     if arch == "flux":
         from . import flux_world
-        model = flux_world.load(unet_sd, meta, path)
+        model = flux_world.load(unet_sd, meta, path, latent_std=latent_std)
         tokenizer = flux_world.WorldFluxTokenizer
     elif arch == "unet":
-        model = build_unet_model()
+        width = unet_sd["input_blocks.0.0.weight"].shape[0] if "input_blocks.0.0.weight" in unet_sd else 64
+        model = build_unet_model(width=width, latent_std=latent_std)
         missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path} does not match the world UNet: missing {missing[:3]}..., unexpected {unexpected[:3]}...")
     else:
         raise ValueError(f"{path} has world-model arch {arch!r}; this code knows 'unet' and 'flux'")
-    encoder = WorldTextEncoder(text_sd["vocab"].tolist())
+    layers = len({k.split(".")[2] for k in text_sd if k.startswith("encoder.layers.")}) or 2
+    encoder = WorldTextEncoder(text_sd["vocab"].tolist(), layers=layers)
     encoder.load_state_dict(text_sd)
     encoder.eval()
     device = comfy.model_management.get_torch_device()

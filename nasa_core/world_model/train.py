@@ -29,6 +29,7 @@ import torch
 
 
 ARCHS = ("unet", "flux")
+LATENT_NORMS = ("none", "channel")
 
 
 @dataclass
@@ -47,6 +48,10 @@ class TrainConfig:
     sample_every: int = 500
     threads: int = 2
     arch: str = "unet"
+    world: str = "v1"          # which world (nasa_core.world.world_spec): "v1" is the one the bundled models learnt
+    width: int = 64            # UNet model_channels (the Flux model keeps its own config)
+    latent_norm: str = "none"  # "channel": the model sees each latent channel divided by its std (BlockDCT)
+    text_layers: int = 2       # transformer layers of the text encoder
 
     def check(self):
         if self.arch not in ARCHS:
@@ -55,6 +60,14 @@ class TrainConfig:
             raise ValueError(f"bad configuration: {self}")
         if not 0 <= self.caption_dropout < 1 or not 0 < self.p_name <= 1:
             raise ValueError(f"caption_dropout must be in [0, 1) and p_name in (0, 1]: {self}")
+        if self.latent_norm not in LATENT_NORMS:
+            raise ValueError(f"latent_norm must be one of {LATENT_NORMS}, not {self.latent_norm!r}")
+        if self.width < 32 or self.width % 32 or self.text_layers < 0:
+            raise ValueError(f"width must be a multiple of 32 (heads of 32), text_layers >= 0: {self}")
+
+    def spec(self):
+        from .. import world
+        return world.world_spec(self.world)
 
 
 SAMPLE_PROMPTS = ["a red circle", "a large blue square on a white background", "two yellow triangles",
@@ -62,16 +75,26 @@ SAMPLE_PROMPTS = ["a red circle", "a large blue square on a white background", "
                   "a triangle in the center", "two squares on a black background"]
 
 
-def vocabulary_texts(seed: int = 12345, n: int = 300) -> List[str]:
+def vocabulary_texts(seed: int = 12345, n: int = 300, spec=None) -> List[str]:
     """Every word the world's captions (and the benchmark's prompts and negatives) can use."""
     from .. import world
     gen = torch.Generator().manual_seed(seed)
-    attrs = world.sample_attributes(gen, n)
+    attrs = world.sample_attributes(gen, n) if spec is None else world.sample_attributes(gen, n, spec)
     texts = [world.caption_all(a) for a in attrs] + [world.caption(a, gen) for a in attrs]
     words = [str(w) for values in world.VOCAB.values() for w in values]
     texts += words + ["one", "two", "shape", "shapes", "background", "on the left", "in the center",
                       "on the right", "circles", "squares", "triangles"]
+    texts += list(getattr(world, "PROMPT_WORDS", ()))
     return texts
+
+
+def latent_channel_std(spec=None, n: int = 2048, seed: int = 987654321) -> List[float]:
+    """Per-channel std of the world's latents over ``n`` images of a fixed seed (the BlockDCT scale)."""
+    from .. import world
+    from . import model as wm
+    images = world.sample_batch(seed, n)[0] if spec is None else world.sample_batch(seed, n, spec)[0]
+    std = wm.to_latent(images).double().transpose(0, 1).reshape(wm.LATENT_CHANNELS, -1).std(1)
+    return [round(float(v), 6) for v in std.clamp_min(1e-3)]
 
 
 def autograd_safe_context(arch: str = "unet"):
@@ -95,18 +118,21 @@ class WorldTrainer:
         self.cfg = cfg
         self.wm = wm
         torch.set_num_threads(cfg.threads)
+        self.spec = cfg.spec()
+        self.latent_std = latent_channel_std(self.spec) if cfg.latent_norm == "channel" else None
         if cfg.arch == "flux":
             from . import flux_world
             self.flux_world = flux_world
             flux_world.enable_rope_backward()
             self.tokenizer = flux_world.WorldFluxTokenizer()
-            self.base = flux_world.build_flux_model(seed=cfg.seed)
+            self.base = flux_world.build_flux_model(seed=cfg.seed, latent_std=self.latent_std)
         else:
             self.tokenizer = wm.WorldTokenizer()
-            self.base = wm.build_unet_model(seed=cfg.seed)
+            self.base = wm.build_unet_model(seed=cfg.seed, width=cfg.width, latent_std=self.latent_std)
         self.unet = self.base.diffusion_model
         torch.manual_seed(cfg.seed)  # the text encoder's init
-        self.encoder = wm.WorldTextEncoder(wm.world_vocab(self.tokenizer, vocabulary_texts()))
+        self.encoder = wm.WorldTextEncoder(wm.world_vocab(self.tokenizer, vocabulary_texts(spec=self.spec)),
+                                           layers=cfg.text_layers)
         self.ema_unet = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
         self.ema_text = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
         params = list(self.unet.parameters()) + list(self.encoder.parameters())
@@ -126,7 +152,8 @@ class WorldTrainer:
 
     def batch(self, step: int):
         from .. import world
-        images, _, captions = world.batch_for_step(self.cfg.seed, step, self.cfg.batch, p_name=self.cfg.p_name)
+        images, _, captions = world.batch_for_step(self.cfg.seed, step, self.cfg.batch, self.spec,
+                                                   p_name=self.cfg.p_name)
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
@@ -136,7 +163,7 @@ class WorldTrainer:
             t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
         noise = torch.randn(images.shape[0], self.wm.LATENT_CHANNELS, images.shape[2] // self.wm.FOLD,
                             images.shape[3] // self.wm.FOLD, generator=g)
-        return self.wm.to_latent(images), captions, t, noise
+        return self.base.latent_format.process_in(self.wm.to_latent(images)), captions, t, noise
 
     # -- one step
     def loss(self, x0, captions, t, noise):
@@ -215,6 +242,9 @@ class WorldTrainer:
                 "command": "python -m nasa_core.world_model.train " + " ".join(sys.argv[1:])}
         if self.cfg.arch == "flux":
             meta.update(self.flux_world.metadata())
+        if self.latent_std is not None:
+            meta["latent_std"] = json.dumps(self.latent_std)
+        meta["world"] = self.cfg.world
         self.wm.save_world_checkpoint(path, self.ema_unet, self.ema_text, metadata=meta)
 
     def sample_grid(self, path: Path, steps: int = 20, cfg_scale: float = 3.0):
