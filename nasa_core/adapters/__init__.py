@@ -8,11 +8,14 @@ import torch
 from ..attention import NASAInputError
 from .base import ALL_BLOCKS, NASAAdapter, NASASettings, UnsupportedModelError
 from .joint import FluxAdapter, SD3Adapter
+from .joint_families import JOINT_ROWS_FAMILIES
+from .joint_rows import RowsAdapter
 from .pixart import PixArtAdapter
 from .unet import UNetAdapter
 from .wan import WanAdapter
 
-ADAPTERS = [UNetAdapter(), FluxAdapter(), SD3Adapter(), PixArtAdapter(), WanAdapter()]
+ADAPTERS = [UNetAdapter(), FluxAdapter(), SD3Adapter(), PixArtAdapter(), WanAdapter()] + \
+    [RowsAdapter(spec) for spec in JOINT_ROWS_FAMILIES]
 
 
 def family_name(model_patcher) -> str:
@@ -32,8 +35,8 @@ def adapter_for(model_patcher) -> NASAAdapter:
     raise UnsupportedModelError(
         f"NASA has no adapter for this model family ({family_name(model_patcher)}, diffusion model "
         f"{type(model_patcher.model.diffusion_model).__name__}). Supported: {supported}. "
-        "Not covered: Stable Cascade, HunyuanDiT/HunyuanVideo, Lumina, AuraFlow, Chroma, FLUX.2 and other families "
-        "without an adapter here.")
+        "Not covered: Stable Cascade, HunyuanDiT, AuraFlow, Chroma Radiance, Cosmos, Mochi, OmniGen and other "
+        "families without an adapter here.")
 
 
 def negative_tensor(conditioning, what: str = "negative") -> Optional[torch.Tensor]:

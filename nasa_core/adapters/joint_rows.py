@@ -1,0 +1,282 @@
+"""NASA for joint-attention DiTs on ComfyUI with the attention override (v0.3.60+): the negative text rides
+through each block as extra text rows, and the override keeps it apart.
+
+What NASA means on joint attention (as for FLUX.1 in ``joint.py``): the generated image tokens' attention to the
+negative text is subtracted,
+
+    Z_img = joint_attn(q_img over the model's own sequence) - alpha * softmax(q_img K_neg^T / sqrt d) V_neg
+
+where ``K_neg``/``V_neg`` are what the block's own text branch makes of the negative. Every other row of the
+joint attention (the positive text, edit/reference latents, glyph or vision tokens) is left exactly as the model
+computes it, and those extra tokens are never subtracted.
+
+How the negative reaches each block's own text branch, without a copy of any block: at every block up to the last
+steered one, NASA's patch appends the negative's hidden states to the block's text rows (and their rotary
+positions to ``pe``), then runs the block's own forward (or the patch that held the slot before) with an
+attention override. The block therefore projects, normalises, rotates, modulates and updates the negative with its
+own code and weights; the override receives the joint call over ``[.., positive text, negative, ..]`` and
+
+* runs the model's own attention on the original rows only (the negative rows cut out, the block's mask as it
+  was), so every original row is computed as without NASA;
+* lets the negative rows attend over ``[negative; image]`` (the ``full+`` reading of ``joint.py``: what the text
+  branch computes for a prompt that is the negative), with the negative's padding masked;
+* subtracts ``alpha * softmax(q_img K_neg^T) V_neg`` from the generated image rows only, over the negative's real
+  tokens (padding never leaks in).
+
+After the block the patch takes the negative rows back out of the text (or, in single-stream blocks, the joint)
+rows, so nothing outside NASA's blocks sees a changed shape. What differs per family (where the text sits, how the
+negative is embedded, its rotary positions, which image rows are generated) is a ``JointRowsFamily`` in
+``joint_families.py``.
+
+Cost: the negative's tokens through the text branch of the steered blocks (and the blocks before them) plus two
+small attention calls per block: the paper's "full+" floor (benchmarks/bench_families.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..attention import NASAInputError
+from .base import NASAAdapter, NASASettings
+from .comfy_runtime import HAS_WRAP_ATTN, NASARun, comfy_release, install_wrapper, override_call_options
+from .joint import JointNASARun, steered_positions
+
+
+class RowsRun(JointNASARun):
+    """NASARun that remembers the latent's shape of the call: rotary positions and the number of generated image
+    tokens depend on it."""
+
+    def plan(self, x, timestep, c, cond_or_uncond, model_sampling=None):
+        state = super().plan(x, timestep, c, cond_or_uncond, model_sampling)
+        if state is not None:
+            t = model_sampling.timestep(timestep).float() if model_sampling is not None else timestep
+            state.call_info = CallInfo(tuple(x.shape), t)
+        return state
+
+
+@dataclass
+class CallInfo:
+    """What a family's description may read about the call: the latent's shape and the timesteps the diffusion
+    model receives."""
+    latent_shape: Tuple[int, ...]
+    model_timestep: Optional[torch.Tensor]
+
+
+class NegativeRows:
+    """The negative of one denoiser call as it runs through the blocks: hidden states for every batch row
+    ([B, T, C]; rows NASA does not steer carry zeros and are ignored), the batch rows it steers with their alpha,
+    which of its tokens are real (not padding), and its rotary positions."""
+
+    def __init__(self, hidden, rows, alpha, valid, pe):
+        self.hidden = hidden
+        self.rows = rows      # list of batch rows NASA steers
+        self.alpha = alpha    # [len(rows)]
+        self.valid = valid    # [B, T] bool: real tokens (padding: False)
+        self.pe = pe          # rotary embedding rows of the negative tokens, or None
+        self.text_len = None  # the positive text rows of the current call (set by the first block)
+        self.state = None
+
+    @property
+    def tokens(self):
+        return self.hidden.shape[1]
+
+
+def _key_mask(valid: torch.Tensor, extra: int, dtype, front: bool = True) -> Optional[torch.Tensor]:
+    """Additive [B, 1, 1, T (+ extra)] mask hiding the negative's padding; None when it has none."""
+    if bool(valid.all()):
+        return None
+    m = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, float("-inf"))
+    if extra:
+        pad = torch.zeros((valid.shape[0], extra), dtype=dtype, device=valid.device)
+        m = torch.cat((m, pad) if front else (pad, m), dim=1)
+    return m[:, None, None, :]
+
+
+class RowsBlockPatch:
+    """One block's slot (a ``dit`` replace patch, or the block's own forward for families without one): carries
+    the negative rows through the block and, when ``apply`` is set, steers its generated image rows. Deep copies
+    (ModelPatcher.clone) share it."""
+
+    def __init__(self, run: RowsRun, family, kind: str, index: int, apply: bool, previous=None):
+        self.run = run
+        self.family = family
+        self.kind = kind            # "double" (text and image apart) or "single" (one joint sequence)
+        self.index = index
+        self.apply = apply
+        self.previous = previous
+
+    def __deepcopy__(self, memo):
+        return self
+
+    # -- the negative of this call
+    def rows_for(self, state, info: CallInfo, device, dtype) -> NegativeRows:
+        rows = getattr(state, "_nasa_rows", None)
+        if rows is not None:
+            return rows
+        batch = info.latent_shape[0]
+        steered = list(range(batch)) if state.rows is None else list(state.rows)
+        neg = state.negative.to(device=device)
+        if state.neg_rows is not None:
+            neg = neg[state.neg_rows]
+        elif neg.shape[0] != len(steered):
+            neg = neg.expand(len(steered), *neg.shape[1:])
+        neg, valid = self.family.negative_tokens(neg, info)
+        raw = torch.zeros((batch,) + tuple(neg.shape[1:]), dtype=neg.dtype, device=device)
+        raw[steered] = neg
+        full_valid = torch.ones((batch, neg.shape[1]), dtype=torch.bool, device=device)
+        full_valid[steered] = valid
+        dm = self.run.diffusion_model
+        hidden = self.family.embed(dm, raw.to(dtype), full_valid, info)
+        pe = self.family.negative_pe(dm, neg.shape[1], info, device)
+        rows = NegativeRows(hidden, steered, state.alpha.to(device=device, dtype=torch.float32), full_valid, pe)
+        rows.state = state
+        state._nasa_rows = rows
+        return rows
+
+    def __call__(self, args, extra):
+        original = extra["original_block"]
+        self.run.layer_calls += 1
+        state = self.run.state_for(args)
+        to = args.get("transformer_options")
+        if state is None or to is None:
+            return self.previous(args, extra) if self.previous is not None else original(args)
+        f = self.family
+        info = state.call_info
+        img = args[f.img_key]
+        rows = self.rows_for(state, info, img.device, img.dtype)
+        # In the joint sequence (and in pe) the negative goes right after the positive text: [text; neg; image]
+        # for text-first families, [image; text; neg] for image-first ones. `at` is that index.
+        if self.kind == "double":
+            txt = args[f.txt_key]
+            text, n_img = txt.shape[1], img.shape[1]
+            rows.text_len = text
+            new_args = {**args, f.txt_key: torch.cat((txt, rows.hidden), dim=1)}
+        else:
+            text = rows.text_len if rows.text_len is not None else f.single_text_len(args, info)
+            n_img = img.shape[1] - text
+        at = n_img + text if f.image_first else text
+        if self.kind == "single":
+            new_args = {**args, f.img_key: torch.cat((img[:, :at], rows.hidden, img[:, at:]), dim=1)}
+        image_region = (0, n_img) if f.image_first else (text, text + n_img)
+        pe = args.get("pe")
+        if pe is not None and rows.pe is not None:
+            neg_pe = rows.pe.to(pe.dtype).expand(pe.shape[0], *rows.pe.shape[1:])
+            new_args["pe"] = torch.cat((pe.narrow(2, 0, at), neg_pe, pe.narrow(2, at, pe.shape[2] - at)), dim=2)
+        gen = f.generated_rows(self.run.diffusion_model, image_region, info)
+        override, called = self._override(to, rows, at, gen, image_region, text + n_img + rows.tokens)
+        new_args["transformer_options"] = {**to, "optimized_attention_override": override}
+        out = self.previous(new_args, extra) if self.previous is not None else original(new_args)
+        if not called[0]:
+            raise NASAInputError(
+                f"NASA: {f.name} {self.kind} block {self.index} made no joint attention call NASA recognises in this "
+                f"ComfyUI ({comfy_release()}); its block is not the one NASA knows")
+        out = dict(out)
+        t = rows.tokens
+        if self.kind == "double":
+            txt_out = out[f.txt_key]
+            rows.hidden = txt_out[:, text:]
+            out[f.txt_key] = txt_out[:, :text]
+        else:
+            x_out = out[f.img_key]
+            rows.hidden = x_out[:, at:at + t]
+            out[f.img_key] = torch.cat((x_out[:, :at], x_out[:, at + t:]), dim=1)
+        return out
+
+    def _override(self, to, rows: NegativeRows, at: int, gen: Tuple[int, int], image_region: Tuple[int, int],
+                  length: int):
+        previous_override = to.get("optimized_attention_override")
+        called = [False]
+        t = rows.tokens
+        patch = self
+
+        def override(func, *a, **kw):
+            q, k, v = a[:3]
+            skip = bool(kw.get("skip_reshape", False))
+            seq = 2 if skip else 1
+            if called[0] or q.shape[seq] != length or k.shape[seq] != length:
+                return previous_override(func, *a, **kw) if previous_override is not None else func(*a, **kw)
+            called[0] = True
+            heads = a[3] if len(a) > 3 else kw["heads"]
+            neg_kw = override_call_options(kw)
+
+            def attend(qq, kk, vv, mask=None):
+                if mask is not None:
+                    neg_kw2 = {**neg_kw, "mask": mask}
+                else:
+                    neg_kw2 = neg_kw
+                if previous_override is not None:
+                    return previous_override(func, qq, kk, vv, heads, **neg_kw2)
+                return func(qq, kk, vv, heads, **neg_kw2)
+
+            def cut(x):
+                return torch.cat((x.narrow(seq, 0, at), x.narrow(seq, at + t, x.shape[seq] - at - t)), dim=seq)
+
+            kept = (cut(q), cut(k), cut(v)) + tuple(a[3:])
+            out = previous_override(func, *kept, **kw) if previous_override is not None else func(*kept, **kw)
+            if out.dim() != 3:
+                raise NASAInputError(f"NASA: {patch.family.name}'s joint attention returned shape {tuple(out.shape)}; "
+                                     "NASA expects [batch, tokens, heads * dim]")
+            sel = rows.rows
+            neg_q, neg_k, neg_v = (x.narrow(seq, at, t)[sel] for x in (q, k, v))
+            lo, hi = image_region
+            # image region in the call's coordinates (the negative sits at `at`, before or after the image)
+            shift = t if lo >= at else 0
+            img_k = k[sel].narrow(seq, lo + shift, hi - lo)
+            img_v = v[sel].narrow(seq, lo + shift, hi - lo)
+            valid = rows.valid[sel]
+            neg_out = attend(neg_q, torch.cat((neg_k, img_k), dim=seq), torch.cat((neg_v, img_v), dim=seq),
+                             _key_mask(valid, hi - lo, q.dtype))
+            full_neg = torch.zeros((out.shape[0], t, out.shape[2]), dtype=out.dtype, device=out.device)
+            full_neg[sel] = neg_out.to(out.dtype)
+            if patch.apply:
+                g_lo, g_hi = gen
+                q_img = cut(q)[sel].narrow(seq, g_lo, g_hi - g_lo)
+                z_neg = attend(q_img, neg_k, neg_v, _key_mask(valid, 0, q.dtype))
+                alpha = rows.alpha.reshape(-1, 1, 1)
+                z_pos = out[sel, g_lo:g_hi]
+                steered = (z_pos.float() - alpha * z_neg.float()).to(out.dtype)
+                out = out.clone() if out.requires_grad else out
+                out[sel, g_lo:g_hi] = steered
+                rows.state.touched += 1
+            return torch.cat((out[:, :at], full_neg, out[:, at:]), dim=1)
+
+        return override, called
+
+
+class RowsAdapter(NASAAdapter):
+    """One joint-attention family on ComfyUI with the attention override, described by ``spec``."""
+
+    run_class = RowsRun
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.family = spec.display
+
+    def matches(self, model_patcher) -> bool:
+        return self.spec.matches(model_patcher)
+
+    def context_width(self, model_patcher) -> int:
+        return self.spec.context_width(model_patcher.model.diffusion_model)
+
+    def install(self, model_patcher, settings: NASASettings, run: RowsRun) -> int:
+        if not HAS_WRAP_ATTN:
+            raise NASAInputError(
+                f"NASA on {self.spec.display} needs ComfyUI's attention override (v0.3.60 or later); this ComfyUI "
+                f"({comfy_release()}) has the model but not the override: update ComfyUI")
+        dm = model_patcher.model.diffusion_model
+        run.diffusion_model = dm
+        flat = [(kind, i) for kind, blocks in self.spec.block_lists(dm) for i in range(len(blocks))]
+        steered = steered_positions([kind for kind, _ in flat], settings.blocks)
+        if not steered:
+            return 0
+        last = steered[-1]
+        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+        for j, (kind, i) in enumerate(flat[:last + 1]):
+            key = (f"{kind}_block", i)
+            patch = RowsBlockPatch(run, self.spec, kind, i, apply=j in steered, previous=replace.get(key))
+            model_patcher.set_model_patch_replace(patch, "dit", key[0], i)
+            run.slots.append(("dit", key, patch))
+        install_wrapper(model_patcher, run)
+        return len(steered)

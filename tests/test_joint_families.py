@@ -1,0 +1,288 @@
+"""NASA on the 2025-2026 joint-attention families (Chroma, FLUX.2, Qwen-Image, HunyuanVideo 1.5) through the
+attention-override route (nasa_core/adapters/joint_rows.py), on ComfyUI's real classes.
+
+The reference is independent of the adapter: the unpatched model itself, run once with the positive prompt and once
+with the negative as the prompt, gives block 0's joint-attention inputs (q, k, v after the model's own norms and
+rotary embedding); block 0's image branch does not read the text, so the second run's text K/V are what the block's
+own weights make of the negative. Plain torch (float64) then computes the paper's equation for the image rows,
+
+    Z_img = softmax(q_img K^T / sqrt d) V  -  alpha * softmax(q_img K_neg^T / sqrt d) V_neg
+
+over the negative's real tokens, and NASA's block 0 (read at the input of the image out-projection) must match it
+to 1e-5 relative error in fp32. The positive text's rows must be bit-identical to the unpatched run's.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import comfy.sample
+import comfy.ldm.modules.attention as comfy_attention
+
+from family_testkit import chroma_patcher, flux2_patcher, hunyuan_video15_patcher, qwen_image_patcher
+from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
+from comfyui_nasa.nasa_core.adapters.base import NASAInputError
+
+pytestmark = pytest.mark.compat
+
+HAS_OVERRIDE = hasattr(comfy_attention, "wrap_attn")
+
+
+def _has(module, name):
+    try:
+        mod = __import__(module, fromlist=[name])
+    except ImportError:
+        return False
+    return hasattr(mod, name)
+
+
+# name: builder, text width, latent shape, pooled width (FLUX-style models want a pooled vector), block 0's
+# image / text out-projections, whether ComfyUI left-pads the text (FLUX.2), the class that must exist.
+FAMILIES = {
+    "chroma": dict(make=chroma_patcher, ctx=32, latent=(1, 16, 8, 8), pooled=16,
+                   img_out=lambda dm: dm.double_blocks[0].img_attn.proj,
+                   txt_out=lambda dm: dm.double_blocks[0].txt_attn.proj, block0=lambda dm: dm.double_blocks[0],
+                   needs=("comfy.ldm.chroma.model", "Chroma"),
+                   real=dict(hidden=3072, heads=24, depth=1, single=0, axes=(16, 56, 56))),
+    "flux2": dict(make=flux2_patcher, ctx=48, latent=(1, 32, 4, 4), pooled=16,
+                  img_out=lambda dm: dm.double_blocks[0].img_attn.proj,
+                  txt_out=lambda dm: dm.double_blocks[0].txt_attn.proj, block0=lambda dm: dm.double_blocks[0],
+                  needs=("comfy.model_base", "Flux2"), left_pad=512,
+                  real=dict(hidden=3072, heads=24, depth=1, single=0, axes=(32, 32, 32, 32))),  # klein 4B's width
+    "qwen_image": dict(make=qwen_image_patcher, ctx=40, latent=(1, 16, 1, 8, 8), pooled=None,
+                       img_out=lambda dm: dm.transformer_blocks[0].attn.to_out[0],
+                       txt_out=lambda dm: dm.transformer_blocks[0].attn.to_add_out,
+                       block0=lambda dm: dm.transformer_blocks[0],
+                       needs=("comfy.ldm.qwen_image.model", "QwenImageTransformer2DModel"),
+                       real=dict(heads=24, head_dim=128, layers=1, axes=(16, 56, 56))),
+    "hunyuan_video15": dict(make=hunyuan_video15_patcher, ctx=40, latent=(1, 32, 2, 4, 4), pooled=16,
+                            img_out=lambda dm: dm.double_blocks[0].img_attn.proj,
+                            txt_out=lambda dm: dm.double_blocks[0].txt_attn.proj,
+                            block0=lambda dm: dm.double_blocks[0], image_first=True,
+                            needs=("comfy.model_base", "HunyuanVideo15"),
+                            real=dict(hidden=2048, heads=16, depth=1, single=0, axes=(16, 56, 56))),
+}
+
+
+def family_or_skip(name):
+    spec = FAMILIES[name]
+    if not _has(*spec["needs"]):
+        pytest.skip(f"this ComfyUI has no {spec['needs'][1]} ({spec['needs'][0]})")
+    return spec
+
+
+def text(seed, tokens, width):
+    return torch.randn(1, tokens, width, generator=torch.Generator().manual_seed(seed))
+
+
+def conditioning(t, spec):
+    extra = {} if spec["pooled"] is None else {"pooled_output": torch.zeros(1, spec["pooled"])}
+    return [[t, extra]]
+
+
+def sample(model, spec, positive, steps=1, seed=0):
+    latent = torch.zeros(spec["latent"])
+    noise = comfy.sample.prepare_noise(latent, seed)
+    empty = conditioning(torch.zeros(1, 1, spec["ctx"]), spec)
+    return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", positive, empty, latent,
+                               disable_pbar=True, seed=seed)
+
+
+class CallRecorder:
+    """An attention override already in place before NASA (another node's): records every call and runs it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, func, *args, **kwargs):
+        self.calls.append(tuple(a.detach().clone() for a in args[:3]))
+        return func(*args, **kwargs)
+
+
+def with_recorder(model):
+    rec = CallRecorder()
+    m = model.clone()
+    to = m.model_options.setdefault("transformer_options", {})
+    m.model_options["transformer_options"] = {**to, "optimized_attention_override": rec}
+    return m, rec
+
+
+class InputHook:
+    def __init__(self, module):
+        self.inputs = []
+        self.handle = module.register_forward_pre_hook(lambda mod, args: self.inputs.append(args[0].detach().clone()))
+
+    def close(self):
+        self.handle.remove()
+
+
+class OutputHook:
+    def __init__(self, module):
+        self.outputs = []
+        self.handle = module.register_forward_hook(
+            lambda mod, args, out: self.outputs.append(tuple(o.detach().clone() for o in out)))
+
+    def close(self):
+        self.handle.remove()
+
+
+def run_block0(model, spec, positive):
+    """One denoiser call (1 euler step at cfg 1); returns block 0's first joint call over [text; image] (q, k, v),
+    the image and text out-projection inputs, and block 0's outputs."""
+    dm = model.model.diffusion_model
+    m, rec = with_recorder(model)
+    hooks = InputHook(spec["img_out"](dm)), InputHook(spec["txt_out"](dm)), OutputHook(spec["block0"](dm))
+    try:
+        sample(m, spec, positive)
+    finally:
+        for h in hooks:
+            h.close()
+    return rec, hooks[0].inputs[0], hooks[1].inputs[0], hooks[2].outputs[0]
+
+
+def joint_call(rec, length):
+    for q, k, v in rec.calls:
+        if q.shape[2] == length and k.shape[2] == length:
+            return q, k, v
+    raise AssertionError(f"no joint call over {length} tokens among {[c[0].shape for c in rec.calls]}")
+
+
+def attention64(q, k, v):
+    q, k, v = q.double(), k.double(), v.double()
+    w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    out = w @ v
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d)
+
+
+def check_block0_reference(model, spec, alpha=0.6, pos_tokens=6, neg_tokens=5, neg_padding=0):
+    """NASA's block 0 against the reference (module docstring); returns (nasa, reference) image attention."""
+    ctx = spec["ctx"]
+    pos_t, neg_t = text(1, pos_tokens, ctx), text(2, neg_tokens, ctx)
+    positive = conditioning(pos_t, spec)
+    image_first = spec.get("image_first", False)
+    pad = spec.get("left_pad")
+    p_len = max(pad, pos_tokens) if pad else pos_tokens
+    n_len = max(pad, neg_tokens) if pad else neg_tokens
+    n_img = None
+    # (a) the unpatched model with the positive; (b) with the negative as the prompt
+    rec_a, img_in_a, txt_in_a, block_a = run_block0(model, spec, positive)
+    n_img = img_in_a.shape[1]
+    q, k, v = joint_call(rec_a, p_len + n_img)
+    rec_b, _, _, _ = run_block0(model, spec, conditioning(neg_t, spec))
+    _, k_b, v_b = joint_call(rec_b, n_len + n_img)
+    if image_first:
+        img_rows = slice(0, n_img)
+        neg_rows = slice(n_img + n_len - neg_tokens, n_img + n_len)
+    else:
+        img_rows = slice(p_len, p_len + n_img)
+        neg_rows = slice(n_len - neg_tokens, n_len)  # FLUX.2: the real tokens follow the zero left-padding
+    reference = attention64(q[:, :, img_rows], k, v) - alpha * attention64(q[:, :, img_rows], k_b[:, :, neg_rows],
+                                                                           v_b[:, :, neg_rows])
+    # NASA, with another node's override in place (it must keep running) and, optionally, zero rows in front of
+    # the negative that must not leak in
+    neg_given = torch.cat((torch.zeros(1, neg_padding, ctx), neg_t), dim=1) if neg_padding else neg_t
+    patched = apply_nasa(model, neg_given, alpha)
+    rec_n, img_in_n, txt_in_n, block_n = run_block0(patched, spec, positive)
+    assert rec_n.calls, "the override that was in place before NASA stopped running"
+    nasa = img_in_n.double()
+    err = (nasa - reference).norm() / reference.norm()
+    assert err < 1e-5, f"relative error {err:.2e} against the plain-torch reference"
+    # the positive text's rows: bit-identical attention output and text update
+    text_rows = slice(0, p_len)
+    assert torch.equal(txt_in_n[:, text_rows], txt_in_a[:, text_rows])
+    txt_index = 0 if type(block_a[0]) is torch.Tensor and block_a[0].shape[1] == p_len else 1
+    assert torch.equal(block_n[txt_index][:, :p_len], block_a[txt_index][:, :p_len])
+    assert (nasa - img_in_a.double()).abs().max() > 1e-4  # NASA did change the image rows
+    return nasa, reference
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_adapter_is_picked_or_refused(name):
+    spec = family_or_skip(name)
+    model = spec["make"]()
+    adapter = adapter_for(model)
+    assert adapter.family == adapter.spec.display
+    if not HAS_OVERRIDE:
+        with pytest.raises(NASAInputError, match="attention override"):
+            apply_nasa(model, text(2, 4, spec["ctx"]), 0.5)
+
+
+def needs_override():
+    if not HAS_OVERRIDE:
+        pytest.skip("this ComfyUI has no attention override (wrap_attn, v0.3.60+): NASA refuses these families "
+                    "(test_adapter_is_picked_or_refused)")
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_alpha_zero_is_identity_and_alpha_changes(name):
+    spec = family_or_skip(name)
+    needs_override()
+    model = spec["make"]()
+    positive = conditioning(text(1, 6, spec["ctx"]), spec)
+    plain = sample(model, spec, positive, steps=2)
+    neg = text(2, 5, spec["ctx"])
+    assert torch.equal(sample(apply_nasa(model, neg, 0.0), spec, positive, steps=2), plain)
+    assert not torch.equal(sample(apply_nasa(model, neg, 0.5), spec, positive, steps=2), plain)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_block0_matches_reference_small(name):
+    spec = family_or_skip(name)
+    needs_override()
+    check_block0_reference(spec["make"](), spec)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_block0_matches_reference_real_width(name):
+    """Block 0 at the family's real width (Chroma, FLUX.2 klein, Qwen-Image: 3072 wide, 24 heads of 128;
+    HunyuanVideo 1.5: 2048 wide, 16 heads), a few tokens."""
+    spec = family_or_skip(name)
+    needs_override()
+    check_block0_reference(spec["make"](**spec["real"]), spec, pos_tokens=4, neg_tokens=3)
+
+
+def test_flux2_zero_padding_of_the_negative_never_leaks_in():
+    spec = family_or_skip("flux2")
+    needs_override()
+    model = spec["make"]()
+    a, ref = check_block0_reference(model, spec, neg_padding=0)
+    b, _ = check_block0_reference(model, spec, neg_padding=7)
+    assert (a - b).norm() / ref.norm() < 1e-5
+
+
+def test_dit_patch_already_in_the_slot_keeps_running():
+    spec = family_or_skip("qwen_image")
+    needs_override()
+    model = spec["make"]()
+
+    class Counting:
+        calls = 0
+
+        def __deepcopy__(self, memo):
+            return self
+
+        def __call__(self, args, extra):
+            Counting.calls += 1
+            return extra["original_block"](args)
+
+    counting = Counting()
+    chained = model.clone()
+    chained.set_model_patch_replace(counting, "dit", "double_block", 0)
+    positive = conditioning(text(1, 6, spec["ctx"]), spec)
+    plain = sample(chained, spec, positive)
+    calls_plain = Counting.calls
+    out = sample(apply_nasa(chained, text(2, 5, spec["ctx"]), 0.5), spec, positive)
+    assert Counting.calls == 2 * calls_plain and not torch.equal(out, plain)
+
+
+def test_wrong_text_encoder_width_names_both():
+    spec = family_or_skip("qwen_image")
+    model = spec["make"]()
+    with pytest.raises(NASAInputError, match=r"768.*40|40.*768"):
+        apply_nasa(model, torch.randn(1, 4, 768), 0.5)
