@@ -2,6 +2,8 @@
 initialised random weights, for the joint-attention route (joint_rows.py)."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 import comfy.supported_models
@@ -10,7 +12,14 @@ from dit_testkit import CPU, patcher
 from nasa_testkit import init_weights
 
 
-def _build(config_class, unet_config, seed, buffers=()):
+def release_fields(cfg, params_class):
+    """The config without the keys this release's params dataclass does not have yet (fields later releases added:
+    FLUX.2's text position dims, HunyuanVideo 1.5's meanflow_sum, ...)."""
+    fields = {f.name for f in dataclasses.fields(params_class)} | {"image_model"}
+    return {k: v for k, v in cfg.items() if k in fields}
+
+
+def _build(config_class, unet_config, seed):
     model = config_class(unet_config).get_model({})
     init_weights(model.diffusion_model, seed)
     return patcher(model)
@@ -21,7 +30,8 @@ def chroma_patcher(hidden=64, heads=4, ctx=32, depth=2, single=2, seed=0, axes=(
            "hidden_size": hidden, "mlp_ratio": 4.0, "num_heads": heads, "depth": depth,
            "depth_single_blocks": single, "axes_dim": list(axes), "theta": 10000, "patch_size": 2, "qkv_bias": True,
            "in_dim": 64, "out_dim": hidden, "hidden_dim": 64, "n_layers": 2, "txt_ids_dims": [], "vec_in_dim": None}
-    return _build(comfy.supported_models.Chroma, cfg, seed)
+    import comfy.ldm.chroma.model as chroma_model
+    return _build(comfy.supported_models.Chroma, release_fields(cfg, chroma_model.ChromaParams), seed)
 
 
 def flux2_patcher(hidden=64, heads=4, ctx=48, depth=2, single=2, seed=0, in_channels=32, axes=(4, 4, 4, 4)):
@@ -32,7 +42,8 @@ def flux2_patcher(hidden=64, heads=4, ctx=48, depth=2, single=2, seed=0, in_chan
            "depth_single_blocks": single, "axes_dim": list(axes), "theta": 2000, "patch_size": 1,
            "qkv_bias": False, "ops_bias": False, "guidance_embed": False, "global_modulation": True,
            "mlp_silu_act": True, "default_ref_method": "index", "ref_index_scale": 10.0, "txt_ids_dims": [3]}
-    return _build(comfy.supported_models.Flux2, cfg, seed)
+    import comfy.ldm.flux.model as flux_model
+    return _build(comfy.supported_models.Flux2, release_fields(cfg, flux_model.FluxParams), seed)
 
 
 def qwen_image_patcher(heads=4, head_dim=16, ctx=40, layers=3, seed=0, axes=(4, 6, 6)):
@@ -50,4 +61,5 @@ def hunyuan_video15_patcher(hidden=64, heads=4, ctx=40, depth=2, single=2, seed=
            "depth_single_blocks": single, "axes_dim": list(axes), "theta": 256, "patch_size": [1, 1, 1],
            "qkv_bias": True, "guidance_embed": False, "byt5": True, "meanflow": False,
            "use_cond_type_embedding": True, "vision_in_dim": None, "meanflow_sum": False}
-    return _build(comfy.supported_models.HunyuanVideo15, cfg, seed)
+    import comfy.ldm.hunyuan_video.model as hunyuan_model
+    return _build(comfy.supported_models.HunyuanVideo15, release_fields(cfg, hunyuan_model.HunyuanVideoParams), seed)

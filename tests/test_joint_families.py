@@ -100,7 +100,11 @@ class CallRecorder:
         return self
 
     def __call__(self, func, *args, **kwargs):
-        self.calls.append(tuple(a.detach().clone() for a in args[:3]))
+        q, k, v = (a.detach().clone() for a in args[:3])
+        if not kwargs.get("skip_reshape", False):  # [B, L, H*D] (Qwen-Image before v0.3.77): to [B, H, L, D]
+            heads = args[3] if len(args) > 3 else kwargs["heads"]
+            q, k, v = (t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
+        self.calls.append((q, k, v))
         return func(*args, **kwargs)
 
 

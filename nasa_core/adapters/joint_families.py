@@ -95,7 +95,10 @@ class Flux2Rows(JointRowsFamily):
     def text_ids(self, dm, tokens, info, device):
         ids = super().text_ids(dm, tokens, info, device)
         start = max(self.pad_to - tokens, 0)
-        for d in dm.params.txt_ids_dims:
+        dims = getattr(dm.params, "txt_ids_dims", None)
+        if dims is None:  # v0.3.77: FLUX.2's four rotary axes put text positions on the last one
+            dims = [3] if len(dm.params.axes_dim) == 4 else []
+        for d in dims:
             ids[:, :, d] = torch.arange(start, start + tokens, device=device, dtype=torch.float32)
         return ids
 

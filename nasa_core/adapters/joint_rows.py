@@ -162,8 +162,13 @@ class RowsBlockPatch:
         image_region = (0, n_img) if f.image_first else (text, text + n_img)
         pe = args.get("pe")
         if pe is not None and rows.pe is not None:
-            neg_pe = rows.pe.to(pe.dtype).expand(pe.shape[0], *rows.pe.shape[1:])
-            new_args["pe"] = torch.cat((pe.narrow(2, 0, at), neg_pe, pe.narrow(2, at, pe.shape[2] - at)), dim=2)
+            # pe_embedder gives [1, 1, tokens, ...]; some releases' families move the token axis to 1 (Qwen-Image
+            # before v0.3.68): find it by its length
+            axis = 2 if pe.dim() > 2 and pe.shape[2] == text + n_img else 1
+            neg_pe = rows.pe.to(pe.dtype).movedim(2, axis)
+            neg_pe = neg_pe.expand(pe.shape[0], *neg_pe.shape[1:])
+            new_args["pe"] = torch.cat((pe.narrow(axis, 0, at), neg_pe, pe.narrow(axis, at, pe.shape[axis] - at)),
+                                       dim=axis)
         gen = f.generated_rows(self.run.diffusion_model, image_region, info)
         override, called = self._override(to, rows, at, gen, image_region, text + n_img + rows.tokens)
         new_args["transformer_options"] = {**to, "optimized_attention_override": override}
