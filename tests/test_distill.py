@@ -105,16 +105,24 @@ def test_prompt_files_and_deterministic_stream(tmp_path):
     assert [s1.negative(g) for g in range(30)] == [s2.negative(g) for g in range(30)]
 
 
-def test_world_negatives_never_contradict_the_prompt():
+@pytest.mark.parametrize("source", ["world", "world:v2"])
+def test_world_negatives_never_contradict_the_prompt(source):
+    """"world" is world v1 (the bundled teacher's: six attributes), "world:v2" the world with quality."""
     from comfyui_nasa.nasa_core import world
-    stream = build_stream(preset("world_nasa_t"))
+    cfg = preset("world_nasa_t")
+    cfg.prompts = cfg.negatives = source
+    stream = build_stream(cfg)
+    spec = world.world_spec("v1" if source == "world" else "v2")
+    attributes = world.named_attributes(spec)
     negatives = [stream.negative(g) for g in range(300)]
     for g, negative in enumerate(negatives):
-        named = set(world.attributes_of_prompt(stream.prompt(g)))
-        assert not named & set(world.attributes_of_prompt(negative)), (stream.prompt(g), negative)
-        if len(named) < len(world.ATTRIBUTES):
+        named = set(world.attributes_of_prompt(stream.prompt(g), spec))
+        assert not named & set(world.attributes_of_prompt(negative, spec)), (stream.prompt(g), negative)
+        if len(named) < len(attributes):
             assert negative, stream.prompt(g)  # "" only when the prompt leaves nothing to exclude
     assert len(set(negatives)) > 10
+    if source == "world:v2":
+        assert any("quality" in world.attributes_of_prompt(n, spec) for n in negatives)
 
 
 # ---------------------------------------------------------------------------------------------- one step

@@ -55,8 +55,8 @@ class DistillConfig:
     grad_clip: float = 1.0
     bf16: bool = True                    # bf16 autocast (GPU); fp32 math on CPU when false
     # -- data
-    prompts: str = ""                    # .txt (one per line), .jsonl or .parquet (column 'prompt' or 'text'); "world" = the synthetic world's captions
-    negatives: str = "quality"           # "quality" (generated from common quality terms), "world", "none", or a file like --prompts
+    prompts: str = ""                    # .txt (one per line), .jsonl or .parquet (column 'prompt' or 'text'); "world" = the synthetic world's captions (world v1, the bundled teacher's; "world:v2" for world v2)
+    negatives: str = "quality"           # "quality" (generated from common quality terms), "world" / "world:v2", "none", or a file like --prompts
     num_negatives: int = 10000           # size of the generated negative set
     # -- run
     out: str = "runs/nasa_t"

@@ -65,20 +65,35 @@ def read_text_rows(path: str) -> List[str]:
     return rows
 
 
-def world_prompts() -> List[str]:
+def _world_name(value: str) -> str:
+    """The world a "world" / "world:v2" prompt or negative source names ("world" alone: v1, the world the
+    bundled teacher learnt)."""
+    return value.split(":", 1)[1] if ":" in value else "v1"
+
+
+def is_world_source(value: str) -> bool:
+    return value == "world" or value.startswith("world:")
+
+
+def world_prompts(world_name: str = "v1") -> List[str]:
     """Captions of the synthetic world in its own phrasing, some naming every attribute, some only a few."""
     from .. import world
+    spec = world.world_spec(world_name)
     gen = torch.Generator().manual_seed(WORLD_PROMPT_SEED)
-    attrs = world.sample_attributes(gen, WORLD_PROMPT_COUNT)
-    return [world.caption(a, gen) for a in attrs]
+    attrs = world.sample_attributes(gen, WORLD_PROMPT_COUNT, spec)
+    return [world.caption(a, gen, spec=spec) for a in attrs]
 
 
-def world_negative_candidates() -> List[str]:
-    """Single-attribute negatives, phrased as the benchmark phrases them ("red", "circle", "black background")."""
+def world_negative_candidates(world_name: str = "v1") -> List[str]:
+    """Single-attribute negatives, phrased as the benchmark phrases them ("red", "circle", "black background");
+    in a world with quality also the quality words ("low quality", "blurry", ...)."""
     from .. import world
+    spec = world.world_spec(world_name)
     out = [str(c) for c in world.VOCAB["colour"]] + [str(s) for s in world.VOCAB["shape"]]
     out += [f"{b} background" for b in world.VOCAB["background"]] + [str(s) for s in world.VOCAB["size"]]
     out += ["on the left", "on the right", "in the center", "two shapes", "a single shape"]
+    if spec.has_quality:
+        out += ["low quality", "worst quality, low quality"] + list(world.DEGRADATIONS)
     return out
 
 
@@ -97,13 +112,15 @@ class PromptStream:
     """prompt(g), negative(g) for global sample index g: epoch e = g // N visits the prompts in the order of a
     permutation seeded by (seed, e)."""
 
-    def __init__(self, prompts: Sequence[str], negatives: Sequence[str], seed: int, world_negatives: bool = False):
+    def __init__(self, prompts: Sequence[str], negatives: Sequence[str], seed: int, world_negatives: bool = False,
+                 world_name: str = "v1"):
         if not prompts:
             raise ConfigError("the prompt set is empty")
         self.prompts = list(prompts)
         self.negatives = list(negatives)
         self.seed = seed
         self.world_negatives = world_negatives
+        self.world_name = world_name
         self._perm_cache = {}
 
     def _order(self, salt: int, epoch: int, n: int) -> List[int]:
@@ -131,8 +148,9 @@ class PromptStream:
         """A world attribute the prompt does not name (a negative that contradicts the prompt teaches nothing);
         "" (no negative) when the prompt names every attribute."""
         from .. import world
-        named = world.attributes_of_prompt(self.prompt(g))
-        ok = [c for c in self.negatives if not set(world.attributes_of_prompt(c)) & set(named)]
+        spec = world.world_spec(self.world_name)
+        named = world.attributes_of_prompt(self.prompt(g), spec)
+        ok = [c for c in self.negatives if not set(world.attributes_of_prompt(c, spec)) & set(named)]
         if not ok:
             return ""
         r = torch.Generator().manual_seed(_mix(self.seed, 3, g))
@@ -140,14 +158,15 @@ class PromptStream:
 
 
 def build_stream(cfg) -> PromptStream:
-    prompts = world_prompts() if cfg.prompts == "world" else read_text_rows(cfg.prompts)
-    world_neg = cfg.negatives == "world"
+    prompts = world_prompts(_world_name(cfg.prompts)) if is_world_source(cfg.prompts) else read_text_rows(cfg.prompts)
+    world_neg = is_world_source(cfg.negatives)
     if cfg.negatives == "none":
         negatives: List[str] = []
     elif cfg.negatives == "quality":
         negatives = quality_negatives(cfg.num_negatives, cfg.seed)
     elif world_neg:
-        negatives = world_negative_candidates()
+        negatives = world_negative_candidates(_world_name(cfg.negatives))
     else:
         negatives = read_text_rows(cfg.negatives)
-    return PromptStream(prompts, negatives, cfg.seed, world_negatives=world_neg)
+    world_name = _world_name(cfg.negatives if world_neg else cfg.prompts)
+    return PromptStream(prompts, negatives, cfg.seed, world_negatives=world_neg, world_name=world_name)

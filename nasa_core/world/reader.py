@@ -4,7 +4,7 @@ Deterministic, from pixels only (images [N, 3, H, W] in [-1, 1]):
 
 * background: palette colour nearest to the per-channel median of the 2-pixel border ring.
 * foreground: on a 3x3 box-smoothed copy, pixels farther than 0.2 (RGB in [0, 1]) from that median are
-  candidates; their median is the foreground colour; a pixel is foreground when its projection on the
+  candidates; the median of their most distinct quarter is the foreground colour; a pixel is foreground when its projection on the
   background -> foreground axis is past the midpoint. The mask is opened with a 3x3 square (specks and
   one-pixel bridges go), then split into 8-connected components with ``scipy.ndimage.label``; components of
   at least a third of the smallest shape's area are the shapes. None found: every attribute but the
@@ -13,14 +13,16 @@ Deterministic, from pixels only (images [N, 3, H, W] in [-1, 1]):
   of the top quarter of its rows under 0.7 of the bottom quarter's: 0.15 for the world's triangles, about
   0.5 when their apex is cut off, 1 for circles and squares); otherwise a square fills its box (fill >= 0.88)
   and a circle does not (pi / 4 = 0.785). A soft disc is a circle, however square it was meant to be.
-* size: the box width (2r for all three shapes, also when the top is cut off) against the midpoint of the
-  small and large widths. position: the box centre x against the midpoints of left / center / right;
+* size: the larger of half the box width (r for all three shapes, also when the top is cut off) and the
+  radius of the read shape with the component's area (the anti-aliased corners of a triangle's base fall
+  below the threshold, so its box is narrower than 2r), against the midpoint of the small and large radii. position: the box centre x against the midpoints of left / center / right;
   several components -> "sides" when the leftmost is left and the rightmost right, else None.
 * colour: the hue of the median core pixel (projection > 0.8) nearest to a palette hue; a core with chroma
   (max - min channel) under 0.12 shows no colour (None).
 * quality, from four measures (also returned, under private keys):
-  ``_inside``: no shape touches the image border; ``_noise``: robust std (1.4826 x MAD, mean over channels,
-  [0, 1] units) of the background pixels more than 4 px from any shape; ``_edge``: edge width in px (pixels
+  ``_inside``: no shape has 3 or more pixels on the image's outermost rows and columns; ``_noise``: the
+  mean absolute deviation from the median x 1.2533 (the std for Gaussian noise; mean over channels, [0, 1]
+  units) of the background pixels more than 4 px from any shape; ``_edge``: edge width in px (pixels
   whose smoothed projection is between 0.2 and 0.8 within 3 px of the outline, per outline pixel);
   ``_saturation``: the core's chroma over the palette colour's. In that order the first failing one names
   the quality: "cut off" (touches the border), "noisy" (``_noise`` > NOISE_LIMIT), "blurry" (``_edge`` >
@@ -32,6 +34,7 @@ the tests and benchmarks read other seeds.
 from __future__ import annotations
 
 import colorsys
+import math
 
 from typing import Dict, List, Optional
 
@@ -42,9 +45,9 @@ import torch.nn.functional as F
 from .spec import ATTRIBUTES, DEFAULT_SPEC, PAIR_POSITION, SHAPES, Attributes, WorldSpec
 from .spec import threads as _threads
 
-NOISE_LIMIT = 0.03
-EDGE_LIMIT = 2.4
-SATURATION_LIMIT = 0.72
+NOISE_LIMIT = 0.015
+EDGE_LIMIT = 2.65
+SATURATION_LIMIT = 0.7
 TAPER_LIMIT = 0.7
 SQUARE_FILL = 0.88
 MIN_CHROMA = 0.12
@@ -77,6 +80,20 @@ def _hue_name(rgb, palette: Dict[str, tuple]) -> Optional[str]:
     return best
 
 
+def _radius_of_area(shape: str, area: float) -> float:
+    """Radius (circle), half-side (square) or half-base (triangle) of the shape with this area."""
+    if shape == "circle":
+        return math.sqrt(area / math.pi)
+    if shape == "square":
+        return math.sqrt(area) / 2.0
+    return math.sqrt(area / 2.0)
+
+
+def _frame_pixels(component: np.ndarray) -> int:
+    """How many of a component's pixels lie on the image's outermost rows and columns."""
+    return int(component[0].sum() + component[-1].sum() + component[1:-1, 0].sum() + component[1:-1, -1].sum())
+
+
 def default_min_area(spec: WorldSpec, width: int) -> int:
     r_small = (spec.small_radius - spec.radius_jitter) * width / spec.image_size
     return max(4, int(2.0 * r_small * r_small / 3.0))  # a third of the smallest triangle
@@ -103,7 +120,7 @@ def _read(images: torch.Tensor, spec: WorldSpec, min_area: int, smooth: bool) ->
     x = ((images.detach().float().cpu() + 1.0) * 0.5).clamp(0, 1)  # [N, 3, H, W] in [0, 1]
     n, _, h, w = x.shape
     scale = w / spec.image_size
-    size_cut = (spec.small_radius + spec.large_radius) * scale  # the midpoint of the two box widths (2r)
+    size_cut = (spec.small_radius + spec.large_radius) / 2.0 * scale  # the midpoint of the two radii
     px = [f * w for f in spec.position_fractions]
     x_cuts = ((px[0] + px[1]) / 2.0, (px[1] + px[2]) / 2.0)
 
@@ -115,7 +132,12 @@ def _read(images: torch.Tensor, spec: WorldSpec, min_area: int, smooth: bool) ->
     candidate = (diff * diff).sum(1) > 0.2 ** 2  # [N, H, W]
     flat = xs_.flatten(2)
     nan = torch.tensor(float("nan"))
-    fg = torch.where(candidate.flatten(1).unsqueeze(1), flat, nan).nanmedian(dim=2).values  # nan if none
+    # The foreground colour: the median of the candidates' most distinct quarter (a soft edge's halo, which
+    # lies between background and shape, would pull a plain median towards the background).
+    dist = (diff * diff).sum(1).flatten(1)  # [N, HW]
+    far_cut = torch.where(candidate.flatten(1), dist, nan).nanquantile(0.75, dim=1, keepdim=True)
+    strong = candidate.flatten(1) & (dist >= far_cut.nan_to_num(float("inf")))
+    fg = torch.where(strong.unsqueeze(1), flat, nan).nanmedian(dim=2).values  # nan if none
     axis = fg - bg
     t = (diff * axis.view(n, 3, 1, 1)).sum(1) / (axis * axis).sum(1).clamp_min(1e-6).view(n, 1, 1)
     has_fg = candidate.flatten(1).sum(1) >= min_area
@@ -149,7 +171,7 @@ def _read(images: torch.Tensor, spec: WorldSpec, min_area: int, smooth: bool) ->
                 comps.append({"id": j, "area": int(areas[j]), "fill": areas[j] / float(bh * bw),
                               "taper": widths[:q].mean() / max(widths[-q:].mean(), 1.0), "width": bw,
                               "cx": (sl[1].start + sl[1].stop) / 2.0,
-                              "touches": sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w})
+                              "touches": _frame_pixels(labels == j) >= 3})
         kept = np.isin(labels, [c["id"] for c in comps]) if comps else np.zeros_like(mask)
         # noise: background pixels more than 4 px from any foreground
         fore = masks_np[i] | kept
@@ -157,8 +179,8 @@ def _read(images: torch.Tensor, spec: WorldSpec, min_area: int, smooth: bool) ->
         if far.sum() < 32:
             far = np.ones_like(mask)
         vals = x_np[i][:, far]  # [3, P]
-        mad = np.median(np.abs(vals - np.median(vals, axis=1, keepdims=True)), axis=1)
-        read["_noise"] = float(1.4826 * mad.mean())
+        dev = np.abs(vals - np.median(vals, axis=1, keepdims=True)).mean(axis=1)
+        read["_noise"] = float(1.2533 * dev.mean())
         read["_inside"] = None
         read["_edge"] = None
         read["_saturation"] = None
@@ -171,7 +193,8 @@ def _read(images: torch.Tensor, spec: WorldSpec, min_area: int, smooth: bool) ->
                 read["shape"] = "triangle"
             else:
                 read["shape"] = "square" if big["fill"] >= SQUARE_FILL else "circle"
-            read["size"] = "large" if big["width"] > size_cut else "small"
+            read["size"] = "large" if max(big["width"] / 2.0, _radius_of_area(read["shape"], big["area"])) > size_cut \
+                else "small"
             if len(comps) == 1:
                 read["position"] = where(big["cx"])
             else:
