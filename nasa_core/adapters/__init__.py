@@ -10,12 +10,15 @@ from .base import ALL_BLOCKS, NASAAdapter, NASASettings, UnsupportedModelError
 from .joint import FluxAdapter, SD3Adapter
 from .joint_families import JOINT_ROWS_FAMILIES
 from .joint_rows import RowsAdapter
+from .kandinsky5 import Kandinsky5Adapter
+from .ltx import LTXVAdapter
 from .pixart import PixArtAdapter
 from .unet import UNetAdapter
 from .wan import WanAdapter
 
 ADAPTERS = [UNetAdapter(), FluxAdapter(), SD3Adapter(), PixArtAdapter(), WanAdapter()] + \
-    [RowsAdapter(spec) for spec in JOINT_ROWS_FAMILIES]
+    [RowsAdapter(spec) for spec in JOINT_ROWS_FAMILIES] + \
+    [Kandinsky5Adapter(), LTXVAdapter()]
 
 
 def family_name(model_patcher) -> str:

@@ -26,6 +26,7 @@ in ``finally`` (nested and concurrent calls each see their own).
 from __future__ import annotations
 
 import contextvars
+import math
 import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -146,18 +147,25 @@ class DiTNegativeCache:
 
 
 def steer_rows(z_pos: torch.Tensor, q: torch.Tensor, k_neg: torch.Tensor, v_neg: torch.Tensor, heads: int,
-               state: NASACallState, attend, in_place: bool) -> torch.Tensor:
-    """Z+ - alpha * Z- on the rows ``state`` selects (all, CFG's contiguous cond chunk, or scattered rows)."""
-    if state.neg_rows is not None:
+               state: NASACallState, attend, in_place: bool, neg_mask: Optional[torch.Tensor] = None,
+               aligned: bool = False) -> torch.Tensor:
+    """Z+ - alpha * Z- on the rows ``state`` selects (all, CFG's contiguous cond chunk, or scattered rows).
+
+    ``neg_mask``: an additive key mask of the negative ([1 or n, 1, 1, T], ``negative_key_mask``), indexed like its
+    keys; ``attend`` then receives it as its fifth argument. ``aligned``: K-/V- (and the mask) already hold one row
+    per selected row (or one for all), e.g. a negative refined with each row's own timestep (Kandinsky 5)."""
+    if state.neg_rows is not None and not aligned:
         k_neg, v_neg = k_neg[state.neg_rows], v_neg[state.neg_rows]
+        if neg_mask is not None and neg_mask.shape[0] != 1:
+            neg_mask = neg_mask[state.neg_rows]
     rows, batch = state.rows, q.shape[0]
     if rows is not None and rows != list(range(rows[0], rows[0] + len(rows))):
-        z_neg = negative_attention(q[rows], k_neg, v_neg, heads, attention=attend)
+        z_neg = negative_attention(q[rows], k_neg, v_neg, heads, neg_mask, attention=attend)
         out = z_pos.clone()
         out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
         return out
     lo, n = (0, batch) if rows is None else (rows[0], len(rows))
-    z_neg = negative_attention(q.narrow(0, lo, n), k_neg, v_neg, heads, attention=attend)
+    z_neg = negative_attention(q.narrow(0, lo, n), k_neg, v_neg, heads, neg_mask, attention=attend)
     if in_place and not z_pos.requires_grad:
         alpha = state.alpha.to(device=z_pos.device, dtype=z_pos.dtype).reshape(-1, 1, 1)
         z_pos.narrow(0, lo, n).addcmul_(alpha, z_neg.to(z_pos.dtype), value=-1.0)
@@ -167,12 +175,51 @@ def steer_rows(z_pos: torch.Tensor, q: torch.Tensor, k_neg: torch.Tensor, v_neg:
 
 
 def subtract_projected(out: torch.Tensor, q: torch.Tensor, k_neg, v_neg, heads: int, state: NASACallState, attend,
-                       out_proj) -> torch.Tensor:
+                       out_proj, neg_mask: Optional[torch.Tensor] = None, aligned: bool = False) -> torch.Tensor:
     """``out`` is an occupant's already output-projected Z+: subtract W_out (alpha * Z-) on the selected rows.
-    W_out without its bias: out_proj(y) - out_proj(0), which keeps ComfyUI's casting and LoRA handling."""
-    zeros = torch.zeros_like(q)
-    steered_zero = steer_rows(zeros.clone(), q, k_neg, v_neg, heads, state, attend, in_place=False)  # -alpha*Z-
+    W_out without its bias: out_proj(y) - out_proj(0), which keeps ComfyUI's casting and LoRA handling.
+    ``q`` is [B, N, C] or per head [B, N, H, D] (Kandinsky 5); the attention output is [B, N, C] either way."""
+    zeros = q.new_zeros(q.shape[0], q.shape[1], math.prod(q.shape[2:]))
+    steered_zero = steer_rows(zeros.clone(), q, k_neg, v_neg, heads, state, attend, in_place=False,
+                              neg_mask=neg_mask, aligned=aligned)  # -alpha*Z-
     return out + (out_proj(steered_zero) - out_proj(zeros[:, :1]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The negative's padding
+
+
+NEGATIVE_MASK_ATTR = "nasa_attention_mask"
+
+
+def tag_negative_mask(negative: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Attach a CONDITIONING's ``attention_mask`` ([n, T], 1 = real token) to its text tensor, so an adapter whose
+    text encoder pads with non-zero rows (LTX-Video's T5 pads to 128 tokens) can keep the padding out of Z-."""
+    if attention_mask is not None:
+        setattr(negative, NEGATIVE_MASK_ATTR, attention_mask)
+    return negative
+
+
+def negative_valid(negative: torch.Tensor) -> Optional[torch.Tensor]:
+    """[1 or n, T] bool, which of the negative's tokens are real: its attached attention mask
+    (``tag_negative_mask``), else all-zero rows are padding (ComfyUI's zero padding); None when all are real."""
+    mask = getattr(negative, NEGATIVE_MASK_ATTR, None)
+    if mask is not None:
+        valid = mask.reshape(mask.shape[0], -1).to(device=negative.device) > 0
+        if valid.shape[-1] != negative.shape[1] or valid.shape[0] not in (1, negative.shape[0]):
+            raise NASAInputError(f"the negative's attention mask {tuple(mask.shape)} does not fit its "
+                                 f"{negative.shape[1]} tokens (batch {negative.shape[0]})")
+    else:
+        valid = negative.abs().amax(dim=-1) > 0
+    return None if bool(valid.all()) else valid
+
+
+def negative_key_mask(valid: Optional[torch.Tensor], dtype, device) -> Optional[torch.Tensor]:
+    """Additive key mask [n, 1, 1, T] hiding the negative's padding (the form ComfyUI's masked attention takes and
+    LTX gives its own text mask: 0 for real tokens, -finfo.max for padding); None when nothing is hidden."""
+    if valid is None:
+        return None
+    return ((valid.to(device=device, dtype=dtype) - 1) * torch.finfo(dtype).max)[:, None, None, :]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -230,4 +277,5 @@ def occupants(model_patcher, key: str):
 
 
 __all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "current_state",
-           "install_state_publisher", "occupants", "steer_rows", "subtract_projected", "weighted_modules"]
+           "install_state_publisher", "negative_key_mask", "negative_valid", "occupants", "steer_rows", "subtract_projected",
+           "tag_negative_mask", "weighted_modules"]

@@ -1,0 +1,143 @@
+"""NASA for Kandinsky 5 (``comfy.ldm.kandinsky5.model.Kandinsky5``: ``supported_models.Kandinsky5`` video and
+``Kandinsky5Image``; ComfyUI v0.5.1 and later), and the cfg- and diffusion-distilled checkpoints built on it.
+
+The Qwen2.5-VL text (3584 wide) goes through ``text_embeddings`` (Linear + LayerNorm to the model width), then
+through the model's own text encoder blocks (``text_transformer_blocks``: self-attention with 1-D RoPE, modulated
+by the call's ``time_embed`` = timestep embedding + the pooled CLIP-L of the prompt). Each visual block's
+``cross_attention`` attends the visual tokens to that refined text: per-head ``to_query``/``query_norm`` against
+``to_key``/``key_norm`` and ``to_value``, then ``out_layer``. There is no text mask (ComfyUI gives the model none).
+
+The negative takes the same road, once per call: an object patch on the first text block runs the stock block for
+the prompt and then ``text_embeddings`` and every text block on the negative, with the ``time_embed`` row of each
+batch row NASA steers (its timestep and its prompt's pooled CLIP-L: the node hands NASA the negative's token
+tensor only) and the RoPE of the negative's length. Since the refined negative changes with the timestep it is
+not cached between steps. Each visual block's ``cross_attention`` is object-patched: Z+ - alpha Z- before
+``out_layer``, with K- = key_norm(to_key(E-)) and V- = to_value(E-) from that block's own projections. The
+positive text, the text blocks' output for it and the visual self-attention are untouched.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+
+from .base import NASAAdapter, NASASettings
+from .comfy_runtime import NASARun, install_wrapper
+from .dit_crossattn import NASAObjectCrossAttention, block_group, occupants, steer_rows, subtract_projected
+
+_REFINED = "nasa_kandinsky5_negative"  # NASACallState attribute: the negative after the text blocks, this call
+
+
+def _k5_classes():
+    """(Kandinsky5, CrossAttention, TransformerEncoderBlock), or None where this ComfyUI has no Kandinsky 5."""
+    try:
+        from comfy.ldm.kandinsky5.model import CrossAttention, Kandinsky5, TransformerEncoderBlock
+    except ImportError:
+        return None
+    return Kandinsky5, CrossAttention, TransformerEncoderBlock
+
+
+def _attention(transformer_options):
+    import comfy.ldm.kandinsky5.model as k5  # the attention function Kandinsky 5's own modules call
+
+    def attend(q, k, v, heads, mask=None):  # per head: [B, N, H, D]
+        return k5.attention(q, k, v, heads, transformer_options=transformer_options)
+    return attend
+
+
+class K5NASATextBlock(NASAObjectCrossAttention):
+    """Object patch of ``text_transformer_blocks.0``: the stock block for the prompt, then the negative through
+    ``text_embeddings`` and all text blocks with the steered rows' ``time_embed``; the result rides on the call
+    state for the visual blocks."""
+
+    def forward(self, x, time_embed, freqs, transformer_options={}):
+        out = self.occupant(x, time_embed, freqs, transformer_options=transformer_options)
+        state = self.active_state(transformer_options)
+        if state is not None:
+            rows = slice(None) if state.rows is None else state.rows
+            te = time_embed[rows]  # one row per steered batch row: its timestep and its prompt's pooled CLIP-L
+            neg = state.negative.to(device=x.device, dtype=x.dtype)
+            if state.neg_rows is not None:
+                neg = neg[state.neg_rows]
+            elif neg.shape[0] == 1:
+                neg = neg.expand(te.shape[0], -1, -1)
+            h = self.embed(neg)
+            neg_freqs = self.model.rope_encode_1d(h.shape[1], device=freqs.device, dtype=freqs.dtype,
+                                                  transformer_options=transformer_options)
+            # the blocks the prompt goes through (a NASA patch under this one: its stock block, run once)
+            first = self.original if isinstance(self.occupant, K5NASATextBlock) else self.occupant
+            for block in [first] + list(self.model.text_transformer_blocks)[1:]:
+                h = block(h, te, neg_freqs, transformer_options=transformer_options)
+            setattr(state, _REFINED, h)
+        return out
+
+    def active_state(self, transformer_options=None):
+        from .dit_crossattn import current_state
+        self.run.layer_calls += 1
+        return current_state(self.run.state_key, transformer_options)
+
+
+class K5NASACrossAttention(NASAObjectCrossAttention):
+    """Object patch of one visual block's ``cross_attention``: forward(x [B, N, C], context [B, T, C])."""
+
+    def forward(self, x, context, transformer_options={}):
+        state = self.active_state(transformer_options)
+        refined = None if state is None else getattr(state, _REFINED, None)
+        if refined is None:  # no decision, or the text block did not run NASA's patch (report() says so)
+            return self.occupant(x, context, transformer_options=transformer_options)
+        attn = self.original
+        heads, attend = attn.num_heads, _attention(transformer_options)
+        q = attn.query_norm(attn.to_query(x).view(*x.shape[:-1], heads, -1))
+        k_neg = attn.key_norm(attn.to_key(refined).view(*refined.shape[:-1], heads, -1))
+        v_neg = attn.to_value(refined).view(*refined.shape[:-1], heads, -1)
+        self.check_negative(k_neg, q)
+        state.touched += 1
+        if not self.fast:
+            out = self.occupant(x, context, transformer_options=transformer_options)
+            return subtract_projected(out, q, k_neg, v_neg, heads, state, attend, attn.out_layer, aligned=True)
+        k = attn.key_norm(attn.to_key(context).view(*context.shape[:-1], heads, -1))
+        z = attend(q, k, attn.to_value(context).view(*context.shape[:-1], heads, -1), heads)
+        z = steer_rows(z, q, k_neg, v_neg, heads, state, attend, in_place=True, aligned=True)
+        return attn.out_layer(z)
+
+
+class Kandinsky5Adapter(NASAAdapter):
+    family = "Kandinsky 5 (video, image)"
+
+    def matches(self, model_patcher) -> bool:
+        classes = _k5_classes()
+        if classes is None:
+            return False
+        model = model_patcher.model.diffusion_model
+        if type(model) is not classes[0] or len(model.text_transformer_blocks) == 0:
+            return False
+        return isinstance(occupants(model_patcher, "diffusion_model.text_transformer_blocks.0")[0], classes[2]) and \
+            all(isinstance(occupants(model_patcher, key)[0], classes[1]) for key, _, _ in
+                self.layers(model_patcher, ("input", "middle", "output")))
+
+    def context_width(self, model_patcher) -> int:
+        return model_patcher.model.diffusion_model.text_embeddings.in_layer.in_features
+
+    def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
+        depth = len(model_patcher.model.diffusion_model.visual_transformer_blocks)
+        return [(f"diffusion_model.visual_transformer_blocks.{i}.cross_attention", i, block_group(i, depth))
+                for i in range(depth) if block_group(i, depth) in blocks]
+
+    def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
+        _, stock, text_stock = _k5_classes()
+        model = model_patcher.model.diffusion_model
+        embedder = model_patcher.get_model_object("diffusion_model.text_embeddings")
+        layers = self.layers(model_patcher, settings.blocks)
+        key = "diffusion_model.text_transformer_blocks.0"
+        original, previous = occupants(model_patcher, key)
+        text = K5NASATextBlock(run, None, key, None, original, previous, embedder, embedder, text_stock)
+        object.__setattr__(text, "model", model)  # the live model: its text blocks and RoPE, outside the tree
+        model_patcher.add_object_patch(key, text)
+        run.slots.append(("object", key, text))
+        for key, index, group in layers:
+            original, previous = occupants(model_patcher, key)
+            patch = K5NASACrossAttention(run, None, key, group, original, previous, embedder, embedder, stock)
+            model_patcher.add_object_patch(key, patch)
+            run.slots.append(("object", key, patch))
+        install_wrapper(model_patcher, run)
+        return len(layers)

@@ -1,0 +1,145 @@
+"""NASA for LTX-Video (``comfy.ldm.lightricks.model.LTXVModel``, ``supported_models.LTXV``; ComfyUI v0.3.10 and
+later): the 2B and 13B text-to-video / image-to-video models and the distilled checkpoints and LoRAs on them.
+
+Each ``BasicTransformerBlock.attn2`` is the text cross-attention: the video tokens' query (``to_q``, ``q_norm``)
+against the T5 text after ``caption_projection`` (4096 -> model width), keys through ``to_k`` and ``k_norm``,
+values through ``to_v``, and the additive text mask ComfyUI builds from the prompt's ``attention_mask`` (T5 pads
+every prompt to at least 128 tokens). NASA object-patches each block's ``attn2`` (see ``dit_crossattn``): Z+ is the
+model's own masked attention call with the mask it was given (so the positive's padding stays hidden exactly as
+without NASA), Z- is the same call over the negative's keys, with the negative's own padding hidden by a key
+mask of its own (``negative_valid``: the attention mask tagged on the negative, else its all-zero rows), and
+``to_out`` takes Z+ - alpha Z-. attn1 (self-attention) and the feed-forward are untouched. The negative's
+caption projection and K-/V- are cached between steps (they do not depend on the timestep).
+
+From v0.3.60 the blocks pass ``transformer_options`` to ``attn2``; before, the call's decision comes through
+``StatePublisher`` (an ``APPLY_MODEL`` wrapper), so a ComfyUI without ``comfy.patcher_extension`` (the PyPI copy)
+gets no LTX adapter. LTX-2 (``LTXAVModel``: video ``attn2`` and ``audio_attn2`` over two halves of a Gemma text
+stream) is refused with an error naming it.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+
+from .base import NASAAdapter, NASASettings, UnsupportedModelError
+from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper
+from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, install_state_publisher,
+                            negative_key_mask, negative_valid, occupants, steer_rows, subtract_projected,
+                            weighted_modules)
+
+
+def _ltx_classes():
+    """(LTXVModel, CrossAttention, LTXAVModel or None), or None where this ComfyUI has no LTX-Video or no
+    APPLY_MODEL wrappers to hand the call's decision to blocks that get no transformer_options."""
+    try:
+        import comfy.patcher_extension
+        from comfy.ldm.lightricks.model import CrossAttention, LTXVModel
+    except ImportError:
+        return None
+    if not hasattr(comfy.patcher_extension.WrappersMP, "APPLY_MODEL"):
+        return None
+    try:
+        from comfy.ldm.lightricks.av_model import LTXAVModel
+    except ImportError:
+        LTXAVModel = None
+    return LTXVModel, CrossAttention, LTXAVModel
+
+
+def _attention(attn, transformer_options):
+    """The attention calls LTX's own CrossAttention makes (looked up at call time, as it does)."""
+    import comfy.ldm.modules.attention as comfy_attention
+    kwargs = {"attn_precision": attn.attn_precision}
+    if HAS_WRAP_ATTN and transformer_options is not None:
+        kwargs["transformer_options"] = transformer_options
+
+    def attend(q, k, v, heads, mask=None):
+        if mask is None:
+            return comfy_attention.optimized_attention(q, k, v, heads, **kwargs)
+        return comfy_attention.optimized_attention_masked(q, k, v, heads, mask, **kwargs)
+    return attend
+
+
+class LTXNASACrossAttention(NASAObjectCrossAttention):
+    """Object patch of one LTX block's ``attn2``: forward(x, context, mask (additive text mask), pe=None, ...)."""
+
+    def forward(self, x, context=None, mask=None, **kwargs):
+        transformer_options = kwargs.get("transformer_options")
+        state = self.active_state(transformer_options)
+        if state is None or context is None or kwargs.get("pe") is not None:  # not a text cross-attention call
+            return self.occupant(x, context=context, mask=mask, **kwargs)
+        attn = self.original
+        attend = _attention(attn, transformer_options)
+        q = attn.q_norm(attn.to_q(x))
+        k_neg, v_neg = self.cache.negative_kv(self.layer_key, state, q.dtype, q.device, self.embedder, self.embedder,
+                                              weighted_modules(attn.to_k) + weighted_modules(attn.k_norm)
+                                              + weighted_modules(attn.to_v), self._project)
+        self.check_negative(k_neg, q)
+        neg_mask = self._negative_mask(state, q)
+        state.touched += 1
+        if not self.fast:
+            out = self.occupant(x, context=context, mask=mask, **kwargs)
+            return subtract_projected(out, q, k_neg, v_neg, attn.heads, state, attend, attn.to_out, neg_mask)
+        z = attend(q, attn.k_norm(attn.to_k(context)), attn.to_v(context), attn.heads, mask)
+        z = steer_rows(z, q, k_neg, v_neg, attn.heads, state, attend, in_place=True, neg_mask=neg_mask)
+        return attn.to_out(z)
+
+    def _negative_mask(self, state, q):
+        """The negative's key mask, once per call: the model-wide negative's from install, a prompt's from its
+        tensor (NASA Negative Conditioning carries no attention mask: zero rows are its padding)."""
+        memo = state.__dict__.setdefault("nasa_ltx_negative_mask", {})
+        slot = (q.dtype, q.device)
+        if slot not in memo:
+            valid = self.valid if state.source == "model" else negative_valid(state.negative)
+            memo[slot] = negative_key_mask(valid, q.dtype, q.device)
+        return memo[slot]
+
+    def _project(self, embedded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.original.k_norm(self.original.to_k(embedded)), self.original.to_v(embedded)
+
+
+class LTXVAdapter(NASAAdapter):
+    family = "LTX-Video (LTXV)"
+
+    def matches(self, model_patcher) -> bool:
+        classes = _ltx_classes()
+        if classes is None:
+            return False
+        model = model_patcher.model.diffusion_model
+        if classes[2] is not None and isinstance(model, classes[2]):
+            return True  # refused by name in context_width
+        if type(model) is not classes[0]:
+            return False
+        return all(isinstance(occupants(model_patcher, f"diffusion_model.transformer_blocks.{i}.attn2")[0],
+                              classes[1]) for i in range(len(model.transformer_blocks)))
+
+    def context_width(self, model_patcher) -> int:
+        model = model_patcher.model.diffusion_model
+        av = _ltx_classes()[2]
+        if av is not None and isinstance(model, av):
+            raise UnsupportedModelError(
+                "NASA covers LTX-Video (LTXV) but not LTX-2 (LTXAV, diffusion model LTXAVModel): its blocks hold a "
+                "video attn2 and an audio_attn2 over two halves of one text stream, which NASA does not handle yet")
+        return model.caption_projection.linear_1.in_features
+
+    def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
+        depth = len(model_patcher.model.diffusion_model.transformer_blocks)
+        return [(f"diffusion_model.transformer_blocks.{i}.attn2", i, block_group(i, depth)) for i in range(depth)
+                if block_group(i, depth) in blocks]
+
+    def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
+        stock = _ltx_classes()[1]
+        embedder = model_patcher.get_model_object("diffusion_model.caption_projection")
+        valid = None if settings.negative is None else negative_valid(settings.negative)
+        cache = DiTNegativeCache()
+        layers = self.layers(model_patcher, settings.blocks)
+        for key, index, group in layers:
+            original, previous = occupants(model_patcher, key)
+            patch = LTXNASACrossAttention(run, cache, key, group, original, previous, embedder, embedder, stock)
+            patch.valid = valid
+            model_patcher.add_object_patch(key, patch)
+            run.slots.append(("object", key, patch))
+        run.dit_cache = cache
+        install_wrapper(model_patcher, run)
+        install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
+        return len(layers)
