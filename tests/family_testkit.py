@@ -63,3 +63,24 @@ def hunyuan_video15_patcher(hidden=64, heads=4, ctx=40, depth=2, single=2, seed=
            "use_cond_type_embedding": True, "vision_in_dim": None, "meanflow_sum": False}
     import comfy.ldm.hunyuan_video.model as hunyuan_model
     return _build(comfy.supported_models.HunyuanVideo15, release_fields(cfg, hunyuan_model.HunyuanVideoParams), seed)
+
+
+def z_image_patcher(dim=256, heads=4, ctx=32, layers=2, refiner=1, seed=0, axes=(16, 24, 24), z_image=True,
+                    kv_heads=None):
+    """Z-Image's NextDiT layout as ComfyUI detects it (z_image_modulation, caption and image padded to multiples of 32
+    with learned pad tokens), or Lumina 2's (``z_image=False``), small."""
+    cfg = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": dim, "n_layers": layers,
+           "n_refiner_layers": refiner, "n_heads": heads, "n_kv_heads": kv_heads or heads, "qk_norm": True, "cap_feat_dim": ctx,
+           "axes_dims": list(axes), "axes_lens": [1536, 512, 512], "rope_theta": 256.0,
+           "ffn_dim_multiplier": 8.0 / 3.0}
+    import inspect
+    from comfy.ldm.lumina.model import NextDiT
+    accepted = set(inspect.signature(NextDiT.__init__).parameters) | {"image_model"}
+    cfg = {k: v for k, v in cfg.items() if k in accepted}  # older releases: no rope_theta, ffn multiplier, ...
+    config_class = comfy.supported_models.Lumina2
+    if z_image:
+        cfg.update(z_image_modulation=True, time_scale=1000.0, pad_tokens_multiple=32)
+        config_class = getattr(comfy.supported_models, "ZImage", comfy.supported_models.Lumina2)
+    model = config_class(cfg).get_model({})
+    init_weights(model.diffusion_model, seed)
+    return patcher(model)

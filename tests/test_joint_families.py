@@ -21,7 +21,7 @@ import torch
 import comfy.sample
 import comfy.ldm.modules.attention as comfy_attention
 
-from family_testkit import chroma_patcher, flux2_patcher, hunyuan_video15_patcher, qwen_image_patcher
+from family_testkit import chroma_patcher, flux2_patcher, hunyuan_video15_patcher, qwen_image_patcher, z_image_patcher
 from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
 from comfyui_nasa.nasa_core.adapters.base import NASAInputError
 
@@ -63,6 +63,16 @@ FAMILIES = {
                             block0=lambda dm: dm.double_blocks[0], image_first=True,
                             needs=("comfy.model_base", "HunyuanVideo15"),
                             real=dict(hidden=2048, heads=16, depth=1, single=0, axes=(16, 56, 56))),
+    # single stream [caption (padded to 32); image (padded to 32)]: one out-projection for all rows
+    "z_image": dict(make=z_image_patcher, ctx=32, latent=(1, 16, 8, 8), pooled=None, single=True, pad=32,
+                    img_out=lambda dm: dm.layers[0].attention.out, txt_out=lambda dm: dm.layers[0].attention.out,
+                    block0=lambda dm: dm.layers[0], needs=("comfy.supported_models", "ZImage"),
+                    real=dict(dim=3840, heads=30, layers=1, refiner=1, axes=(32, 48, 48))),
+    "lumina2": dict(make=lambda **kw: z_image_patcher(z_image=False, **kw), ctx=32, latent=(1, 16, 8, 8),
+                    pooled=None, single=True, img_out=lambda dm: dm.layers[0].attention.out,
+                    txt_out=lambda dm: dm.layers[0].attention.out, block0=lambda dm: dm.layers[0],
+                    needs=("comfy.ldm.lumina.model", "NextDiT"),
+                    real=dict(dim=2304, heads=24, kv_heads=8, layers=1, refiner=1, axes=(32, 32, 32))),
 }
 
 
@@ -79,6 +89,8 @@ def text(seed, tokens, width):
 
 def conditioning(t, spec):
     extra = {} if spec["pooled"] is None else {"pooled_output": torch.zeros(1, spec["pooled"])}
+    if spec.get("single"):  # the Lumina 2 / Z-Image text encoders' mask (releases before v0.3.77 require it)
+        extra["attention_mask"] = torch.ones(1, t.shape[1], dtype=torch.long)
     return [[t, extra]]
 
 
@@ -128,8 +140,8 @@ class InputHook:
 class OutputHook:
     def __init__(self, module):
         self.outputs = []
-        self.handle = module.register_forward_hook(
-            lambda mod, args, out: self.outputs.append(tuple(o.detach().clone() for o in out)))
+        self.handle = module.register_forward_hook(lambda mod, args, out: self.outputs.append(
+            (out.detach().clone(),) if isinstance(out, torch.Tensor) else tuple(o.detach().clone() for o in out)))
 
     def close(self):
         self.handle.remove()
@@ -170,22 +182,31 @@ def check_block0_reference(model, spec, alpha=0.6, pos_tokens=6, neg_tokens=5, n
     pos_t, neg_t = text(1, pos_tokens, ctx), text(2, neg_tokens, ctx)
     positive = conditioning(pos_t, spec)
     image_first = spec.get("image_first", False)
-    pad = spec.get("left_pad")
-    p_len = max(pad, pos_tokens) if pad else pos_tokens
-    n_len = max(pad, neg_tokens) if pad else neg_tokens
-    n_img = None
+    left, multiple = spec.get("left_pad"), spec.get("pad")
+    if left:  # FLUX.2: ComfyUI left-pads the text with zeros to 512
+        p_len, n_len = max(left, pos_tokens), max(left, neg_tokens)
+        neg_real = slice(n_len - neg_tokens, n_len)
+    elif multiple:  # Z-Image: the caption padded to a multiple of 32 with the learned pad token
+        p_len, n_len = -(-pos_tokens // multiple) * multiple, -(-neg_tokens // multiple) * multiple
+        neg_real = slice(0, neg_tokens)
+    else:
+        p_len, n_len, neg_real = pos_tokens, neg_tokens, slice(0, neg_tokens)
     # (a) the unpatched model with the positive; (b) with the negative as the prompt
     rec_a, img_in_a, txt_in_a, block_a = run_block0(model, spec, positive)
-    n_img = img_in_a.shape[1]
-    q, k, v = joint_call(rec_a, p_len + n_img)
+    if spec.get("single"):  # one out-projection over [caption; image (+ its padding)]
+        n_img_region = img_in_a.shape[1] - p_len
+        n_img = spec["latent"][-1] * spec["latent"][-2] // 4
+    else:
+        n_img_region = n_img = img_in_a.shape[1]
+    q, k, v = joint_call(rec_a, p_len + n_img_region)
     rec_b, _, _, _ = run_block0(model, spec, conditioning(neg_t, spec))
-    _, k_b, v_b = joint_call(rec_b, n_len + n_img)
+    _, k_b, v_b = joint_call(rec_b, n_len + n_img_region)
     if image_first:
         img_rows = slice(0, n_img)
-        neg_rows = slice(n_img + n_len - neg_tokens, n_img + n_len)
+        neg_rows = slice(n_img_region + neg_real.start, n_img_region + neg_real.stop)
     else:
         img_rows = slice(p_len, p_len + n_img)
-        neg_rows = slice(n_len - neg_tokens, n_len)  # FLUX.2: the real tokens follow the zero left-padding
+        neg_rows = neg_real
     reference = attention64(q[:, :, img_rows], k, v) - alpha * attention64(q[:, :, img_rows], k_b[:, :, neg_rows],
                                                                            v_b[:, :, neg_rows])
     # NASA, with another node's override in place (it must keep running) and, optionally, zero rows in front of
@@ -194,15 +215,19 @@ def check_block0_reference(model, spec, alpha=0.6, pos_tokens=6, neg_tokens=5, n
     patched = apply_nasa(model, neg_given, alpha)
     rec_n, img_in_n, txt_in_n, block_n = run_block0(patched, spec, positive)
     assert rec_n.calls, "the override that was in place before NASA stopped running"
-    nasa = img_in_n.double()
+    if spec.get("single"):  # NASA's rows: [caption; negative (padded); image]
+        nasa = img_in_n[:, p_len + n_len:p_len + n_len + n_img].double()
+        plain_img = img_in_a[:, p_len:p_len + n_img].double()
+    else:
+        nasa, plain_img = img_in_n.double(), img_in_a.double()
     err = (nasa - reference).norm() / reference.norm()
     assert err < 1e-5, f"relative error {err:.2e} against the plain-torch reference"
     # the positive text's rows: bit-identical attention output and text update
     text_rows = slice(0, p_len)
     assert torch.equal(txt_in_n[:, text_rows], txt_in_a[:, text_rows])
-    txt_index = 0 if type(block_a[0]) is torch.Tensor and block_a[0].shape[1] == p_len else 1
+    txt_index = 0 if len(block_a) == 1 or block_a[0].shape[1] == p_len else 1
     assert torch.equal(block_n[txt_index][:, :p_len], block_a[txt_index][:, :p_len])
-    assert (nasa - img_in_a.double()).abs().max() > 1e-4  # NASA did change the image rows
+    assert (nasa - plain_img).abs().max() > 1e-4  # NASA did change the image rows
     return nasa, reference
 
 
@@ -245,7 +270,8 @@ def test_block0_matches_reference_small(name):
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_block0_matches_reference_real_width(name):
     """Block 0 at the family's real width (Chroma, FLUX.2 klein, Qwen-Image: 3072 wide, 24 heads of 128;
-    HunyuanVideo 1.5: 2048 wide, 16 heads), a few tokens."""
+    HunyuanVideo 1.5: 2048 wide, 16 heads; Z-Image: 3840 wide, 30 heads; Lumina 2: 2304 wide, 24 query heads
+    over 8 key/value heads), a few tokens."""
     spec = family_or_skip(name)
     needs_override()
     check_block0_reference(spec["make"](**spec["real"]), spec, pos_tokens=4, neg_tokens=3)

@@ -20,6 +20,8 @@ class JointRowsFamily:
     txt_key = "txt"
     img_key = "img"
     untouched = "nothing else"  # README: which tokens NASA never steers or subtracts on this family
+    slot = "dit"                # "dit": patches_replace["dit"]; "object": an object patch on each block
+    block_pe_arg = None         # object slot: index of the rotary embedding among the block's positional args
 
     def matches(self, model_patcher) -> bool:
         raise NotImplementedError
@@ -47,7 +49,7 @@ class JointRowsFamily:
     def generated_rows(self, dm, image_region: Tuple[int, int], info) -> Tuple[int, int]:
         return image_region
 
-    def single_text_len(self, args, info) -> int:
+    def single_text_len(self, dm, args, info) -> int:
         raise NotImplementedError(f"{self.name}: single-stream blocks ran before any double block")
 
 
@@ -185,4 +187,87 @@ class HunyuanRows(JointRowsFamily):
         return hi - count, hi  # reference latents come before the image
 
 
-JOINT_ROWS_FAMILIES = [ChromaRows(), Flux2Rows(), QwenImageRows(), HunyuanRows()]
+class LuminaRows(JointRowsFamily):
+    """Z-Image (Turbo) and Lumina 2 (``NextDiT``): one stream [caption; image] from the first main layer on. The
+    caption is embedded, padded to a multiple of 32 with the learned pad token (Z-Image) and refined by the
+    ``context_refiner`` layers before it joins the image; the negative goes the same way. Its pad tokens run in its
+    stream as the model's own do, but are masked out of the subtracted term. The main layers have no ``dit`` slot
+    (only post-block patches), so each is an object patch around the layer's own forward."""
+
+    name = "Z-Image"
+    display = "Z-Image / Z-Image-Turbo, Lumina 2"
+    slot = "object"
+    block_pe_arg = 1  # layer(x, x_mask, freqs_cis, adaln_input, transformer_options=...)
+    untouched = "the positive caption and its pad tokens, the image pad tokens"
+
+    def matches(self, model_patcher) -> bool:
+        try:
+            from comfy.ldm.lumina.model import NextDiT
+        except ImportError:
+            return False
+        return type(_dm(model_patcher)) is NextDiT
+
+    def context_width(self, dm) -> int:
+        return dm.cap_embedder[1].in_features
+
+    def block_lists(self, dm):
+        return [("single", list(dm.layers))]
+
+    def block_path(self, kind, index) -> str:
+        return f"diffusion_model.layers.{index}"
+
+    def _ids(self, tokens, device, first):
+        ids = torch.zeros((1, tokens, 3), device=device, dtype=torch.float32)
+        ids[:, :, 0] = torch.arange(tokens, device=device, dtype=torch.float32) + first  # caption positions
+        return ids
+
+    def _first_position(self, dm, info, device) -> int:
+        """Where caption positions start: 1 from v0.3.77 (Z-Image's layout), 0 before. Read off the rotary rows
+        the model gave its own caption's first token, not assumed from a release."""
+        pe = info.call_pe
+        if pe is None:
+            return 1
+        for first in (1, 0):
+            candidate = dm.rope_embedder(self._ids(1, device, first)).movedim(1, 2)[0, 0]
+            if torch.allclose(candidate.to(pe.dtype).float(), pe[0, 0].float(), atol=1e-2):
+                return first
+        from ..attention import NASAInputError
+        raise NASAInputError(f"NASA: this ComfyUI's {self.display} gives its caption rotary positions NASA does not "
+                             "recognise (neither from 0 nor from 1)")
+
+    def embed(self, dm, neg, valid, info):
+        h = dm.cap_embedder(neg)
+        multiple = getattr(dm, "pad_tokens_multiple", None)
+        if multiple:
+            extra = (-h.shape[1]) % multiple
+            pad = dm.cap_pad_token.to(device=h.device, dtype=h.dtype).unsqueeze(0).expand(h.shape[0], extra, -1)
+            h = torch.cat((h, pad), dim=1)
+            valid = torch.cat((valid, valid.new_zeros((valid.shape[0], extra))), dim=1)
+        info.caption_first = self._first_position(dm, info, h.device)
+        freqs = dm.rope_embedder(self._ids(h.shape[1], h.device, info.caption_first)).movedim(1, 2)
+        for layer in dm.context_refiner:
+            h = layer(h, None, freqs)
+        return h, valid
+
+    def negative_pe(self, dm, tokens, info, device):
+        return dm.rope_embedder(self._ids(tokens, device, info.caption_first))
+
+    def _image_tokens(self, dm, info):
+        p = dm.patch_size
+        h, w = info.latent_shape[-2], info.latent_shape[-1]
+        n = ((h + p - 1) // p) * ((w + p - 1) // p)
+        multiple = getattr(dm, "pad_tokens_multiple", None)
+        padded = n + ((-n) % multiple if multiple else 0)
+        return n, padded
+
+    def single_text_len(self, dm, args, info) -> int:
+        _, padded = self._image_tokens(dm, info)
+        return args["img"].shape[1] - padded
+
+    def generated_rows(self, dm, image_region, info):
+        lo, _ = image_region
+        n, _ = self._image_tokens(dm, info)
+        return lo, lo + n  # the image pad tokens after it are not the image
+
+
+JOINT_ROWS_FAMILIES = [ChromaRows(), Flux2Rows(), QwenImageRows(), HunyuanRows(), LuminaRows()]

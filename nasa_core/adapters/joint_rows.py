@@ -62,6 +62,7 @@ class CallInfo:
     model receives."""
     latent_shape: Tuple[int, ...]
     model_timestep: Optional[torch.Tensor]
+    call_pe: Optional[torch.Tensor] = None  # the rotary embedding the first NASA block received
 
 
 class NegativeRows:
@@ -129,7 +130,9 @@ class RowsBlockPatch:
         full_valid[steered] = valid
         dm = self.run.diffusion_model
         hidden = self.family.embed(dm, raw.to(dtype), full_valid, info)
-        pe = self.family.negative_pe(dm, neg.shape[1], info, device)
+        if isinstance(hidden, tuple):  # the family pads the embedded negative as it pads a prompt (Z-Image)
+            hidden, full_valid = hidden
+        pe = self.family.negative_pe(dm, hidden.shape[1], info, device)
         rows = NegativeRows(hidden, steered, state.alpha.to(device=device, dtype=torch.float32), full_valid, pe)
         rows.state = state
         state._nasa_rows = rows
@@ -144,6 +147,8 @@ class RowsBlockPatch:
             return self.previous(args, extra) if self.previous is not None else original(args)
         f = self.family
         info = state.call_info
+        if info.call_pe is None:
+            info.call_pe = args.get("pe")
         img = args[f.img_key]
         rows = self.rows_for(state, info, img.device, img.dtype)
         # In the joint sequence (and in pe) the negative goes right after the positive text: [text; neg; image]
@@ -154,7 +159,7 @@ class RowsBlockPatch:
             rows.text_len = text
             new_args = {**args, f.txt_key: torch.cat((txt, rows.hidden), dim=1)}
         else:
-            text = rows.text_len if rows.text_len is not None else f.single_text_len(args, info)
+            text = rows.text_len if rows.text_len is not None else f.single_text_len(self.run.diffusion_model, args, info)
             n_img = img.shape[1] - text
         at = n_img + text if f.image_first else text
         if self.kind == "single":
@@ -250,6 +255,36 @@ class RowsBlockPatch:
         return override, called
 
 
+class RowsObjectBlock(torch.nn.Module):
+    """For families whose blocks have no ``dit`` replace slot (Z-Image / Lumina 2): an object patch in the block's
+    place that runs ``patch`` around the block's own forward. The block's children are registered under their own
+    names, so state-dict names (LoRA keys) are what they are without NASA."""
+
+    def __init__(self, patch: RowsBlockPatch, original, previous):
+        super().__init__()
+        occupant = previous if previous is not None else original
+        for name, child in occupant.named_children():
+            self.add_module(name, child)
+        object.__setattr__(self, "occupant", occupant)
+        object.__setattr__(self, "original", original)
+        object.__setattr__(self, "previous", previous)  # the chain NASARun.diagnose walks
+        object.__setattr__(self, "patch", patch)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def forward(self, x, *args, transformer_options={}, **kwargs):
+        pe_index = self.patch.family.block_pe_arg
+
+        def block(a):
+            call = list(args)
+            call[pe_index] = a["pe"]
+            return {"img": self.occupant(a["img"], *call, transformer_options=a["transformer_options"], **kwargs)}
+
+        args_in = {"img": x, "pe": args[pe_index], "transformer_options": transformer_options}
+        return self.patch(args_in, {"original_block": block})["img"]
+
+
 class RowsAdapter(NASAAdapter):
     """One joint-attention family on ComfyUI with the attention override, described by ``spec``."""
 
@@ -279,6 +314,17 @@ class RowsAdapter(NASAAdapter):
         last = steered[-1]
         replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
         for j, (kind, i) in enumerate(flat[:last + 1]):
+            if self.spec.slot == "object":
+                from .dit_crossattn import occupants
+                path = self.spec.block_path(kind, i)
+                original, previous = occupants(model_patcher, path)
+                while isinstance(original, RowsObjectBlock):
+                    original = original.original
+                patch = RowsBlockPatch(run, self.spec, kind, i, apply=j in steered)
+                wrapper = RowsObjectBlock(patch, original, previous)
+                model_patcher.add_object_patch(path, wrapper)
+                run.slots.append(("object", path, wrapper))
+                continue
             key = (f"{kind}_block", i)
             patch = RowsBlockPatch(run, self.spec, kind, i, apply=j in steered, previous=replace.get(key))
             model_patcher.set_model_patch_replace(patch, "dit", key[0], i)
