@@ -289,22 +289,45 @@ def test_note_names_the_model_files_and_a_starting_alpha(path):
     assert ("models/ folder" if bundled else "huggingface.co/") in notes[0] and "Alpha: " in notes[0]
 
 
+SAMPLERS = ("KSampler", "SamplerCustom", "KSamplerAdvanced", "SamplerCustomAdvanced")
+MODEL_LOADERS = ("CheckpointLoaderSimple", "UNETLoader", "LoadNASAWorldModel")
+# MODEL -> MODEL nodes allowed between a loader and the NASA patch (few-step LoRAs, the family's sampling shift)
+MODEL_STEPS = ("LoraLoaderModelOnly", "ModelSamplingAuraFlow", "ModelSamplingSD3")
+
+
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
 def test_sampler_gets_a_nasa_patched_model_and_a_nasa_negative(path):
+    """Every sampler (KSampler, SamplerCustom, each KSamplerAdvanced of a two-expert graph, or the guider of a
+    SamplerCustomAdvanced) samples a model that went through a NASA patch last, from a loader through LoRAs and
+    model-sampling shifts only, with one NASA negative from a CLIP Text Encode; all samplers of a graph share it."""
     prompt = read(path)
 
     def source(node, name):
         return prompt[node["inputs"][name][0]]
 
-    [sampler] = [n for n in prompt.values() if n["class_type"] in ("KSampler", "SamplerCustom")]
-    patch = source(sampler, "model")
-    assert patch["class_type"] in ("ApplyNASAModelPatch", "ApplyNASAModelPatchAdvanced")
-    assert source(patch, "model")["class_type"] in ("CheckpointLoaderSimple", "UNETLoader", "LoraLoaderModelOnly",
-                                                    "LoadNASAWorldModel")
-    positive = source(sampler, "positive")
-    negatives = [source(n, "nasa_negative") for n in (patch, positive) if "nasa_negative" in n["inputs"]]
-    assert len(negatives) == 1, "one NASA negative: model-wide or carried by the prompt, not both or neither"
-    assert negatives[0]["class_type"] == "CLIPTextEncode" and negatives[0]["inputs"]["text"].strip()
+    samplers = [n for n in prompt.values() if n["class_type"] in SAMPLERS]
+    assert samplers, "no sampler"
+    patches, negatives_seen = [], []
+    for sampler in samplers:
+        if sampler["class_type"] == "SamplerCustomAdvanced":
+            guider = source(sampler, "guider")
+            assert guider["class_type"] in ("BasicGuider", "CFGGuider")
+            patch = source(guider, "model")
+            positive = source(guider, "conditioning" if guider["class_type"] == "BasicGuider" else "positive")
+        else:
+            patch, positive = source(sampler, "model"), source(sampler, "positive")
+        assert patch["class_type"] in ("ApplyNASAModelPatch", "ApplyNASAModelPatchAdvanced")
+        model = source(patch, "model")
+        while model["class_type"] in MODEL_STEPS:
+            model = source(model, "model")
+        assert model["class_type"] in MODEL_LOADERS, model["class_type"]
+        negatives = [source(n, "nasa_negative") for n in (patch, positive) if "nasa_negative" in n["inputs"]]
+        assert len(negatives) == 1, "one NASA negative: model-wide or carried by the prompt, not both or neither"
+        assert negatives[0]["class_type"] == "CLIPTextEncode" and negatives[0]["inputs"]["text"].strip()
+        patches.append(id(patch))
+        negatives_seen.append(id(negatives[0]))
+    assert len(set(patches)) == len(samplers), "each sampler (each expert) gets its own NASA patch"
+    assert len(set(negatives_seen)) == 1, "the samplers of one graph remove the same negative"
 
 
 def test_snapshot_of_stock_node_specs_is_current():
