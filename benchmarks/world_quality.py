@@ -1,12 +1,20 @@
-"""How well a world model draws what it is asked: prompts naming all six attributes of random world scenes,
-sampled through comfy.sample, read back by the pixel-level reader; per-attribute and all-attribute accuracy.
+"""How well a world model draws what it is asked: prompts naming every attribute of random world scenes (drawn
+from the world's priors; world v2 names the quality too), sampled through comfy.sample, read back by the pixel
+reader. Per attribute and for all of them, the share right, with Wilson 95% intervals; the share of images
+that show the subject and every named attribute; the reader's quality (clean share, quality score).
 
     .venv/bin/python benchmarks/world_quality.py --n 200            # the README's figures
     .venv/bin/python benchmarks/world_quality.py --checkpoint models/nasa_world_student_nasa_t.safetensors \
         --steps 1 --kappa 1 --nasa-alpha 0.25                        # a one-step student with NASA-I
 
+The world (v1 or v2) is the checkpoint's (its metadata "world"; files without it learnt v1). Seeds: prompt i
+of a run uses sampling seed SEED + i, prompts drawn from seed SEED; the default SEED (REPORT_SEED, 7000) is
+kept apart from the seeds used to choose settings (TUNE_SEED, 100: ablations, pilots) and from the reader's
+tuning images (seed 1000).
+
 With --nasa-alpha, each prompt gets a negative naming a wrong colour and a wrong shape (the next ones in the
-world's vocabulary: "a red circle ..." gets "green square"), applied by Apply NASA Model Patch.
+world's vocabulary: "a red circle ..." gets "green square"), applied by Apply NASA Model Patch; with
+--quality-negative, the generic quality negative instead (world v2).
 """
 import argparse
 import sys
@@ -17,12 +25,23 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from comfy_runtime import setup_comfy  # noqa: E402
 from report import write_report  # noqa: E402
 
+REPORT_SEED = 7000  # reported figures
+TUNE_SEED = 100     # ablations, pilots, anything that chooses a setting
+QUALITY_NEGATIVE = "worst quality, low quality, blurry, noisy, washed out, cut off"
 
-def prompts_and_truths(n: int, seed: int):
+
+def world_of(checkpoint: str) -> str:
+    """The world a checkpoint learnt: its metadata's "world", else v1 (files from before world v2)."""
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata
+    return checkpoint_metadata(str(checkpoint)).get("world", "v1")
+
+
+def prompts_and_truths(n: int, seed: int, spec=None):
     import torch
     from comfyui_nasa.nasa_core import world
-    truths = [world.public(a) for a in world.sample_attributes(torch.Generator().manual_seed(seed), n)]
-    return [world.caption_all(a) for a in truths], truths
+    spec = spec or world.V1_SPEC
+    truths = [world.public(a) for a in world.sample_attributes(torch.Generator().manual_seed(seed), n, spec)]
+    return [world.caption_all(a, spec) for a in truths], truths
 
 
 def wrong_negative(truth: dict) -> str:
@@ -34,30 +53,54 @@ def wrong_negative(truth: dict) -> str:
     return f"{colour} {shape}"
 
 
-def accuracy(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=None, progress: str = ""):
-    """Attribute accuracy of a loaded (MODEL, CLIP, VAE) world model on ``n`` all-attribute prompts."""
+def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=None, progress: str = "",
+             spec=None, negative: str = "", scheduler: str = "normal"):
+    """Reads of ``n`` all-attribute prompts: {"shares": per-attribute Share and "all", "named": Share (shows the
+    subject and every named attribute), "clean": Share, "quality_score": Mean, "reads": [...]}."""
     from tqdm import tqdm
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.adapters import apply_nasa
     from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents
+    spec = spec or world.V1_SPEC
     model, clip, _ = loaded
     empty = encode(clip, "")
-    prompts, truths = prompts_and_truths(n, seed)
+    prompts, truths = prompts_and_truths(n, seed, spec)
     reads = []
     for i, (prompt, truth) in enumerate(tqdm(list(zip(prompts, truths)), desc=progress or f"{steps} steps")):
         m = model
         if nasa_alpha:
-            m = apply_nasa(model, encode(clip, wrong_negative(truth))[0][0], nasa_alpha)
-        latents = sample_latents(m, encode(clip, prompt), empty, steps, kappa, seed + i, 1)
-        reads += world.read_attributes(images_from_latents(latents))
-    return world.attribute_accuracy(reads, truths)
+            m = apply_nasa(model, encode(clip, negative or wrong_negative(truth))[0][0], nasa_alpha)
+        latents = sample_latents(m, encode(clip, prompt), empty, steps, kappa, seed + i, 1, scheduler=scheduler)
+        reads += world.read_attributes(images_from_latents(latents), spec)
+    keys = world.named_attributes(spec)
+    named = [world.attributes_of_prompt(p, spec) for p in prompts]
+    cell = world.cell_metrics(reads, {})
+    return {"shares": world.attribute_shares(reads, truths, keys), "named": world.named_accuracy(reads, named),
+            "clean": cell["clean"], "quality_score": cell["quality_score"], "subject": cell["shows_subject"],
+            "reads": reads, "keys": keys}
+
+
+def accuracy(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=None, progress: str = "", spec=None):
+    """Per-attribute accuracy as plain shares (the older interface)."""
+    return {k: s.p for k, s in evaluate(loaded, n, steps, kappa, seed, nasa_alpha, progress, spec)["shares"].items()}
 
 
 def table(rows, keys):
-    lines = ["| model | steps | CFG | " + " | ".join(keys) + " |", "| --- | --- | --- |" + " --- |" * len(keys)]
-    for label, steps, kappa, acc in rows:
-        lines.append(f"| {label} | {steps} | {kappa:g} | " + " | ".join(f"{100 * acc[k]:.0f}%" for k in keys) + " |")
+    """Markdown rows: (label, steps, kappa, evaluate() result)."""
+    head = ["model", "steps", "CFG"] + list(keys) + ["all", "shows subject", "quality clean", "quality score"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for label, steps, kappa, ev in rows:
+        cells = [ev["shares"][k].fmt() for k in list(keys) + ["all"]]
+        cells += [ev["subject"].fmt(), ev["clean"].fmt(), ev["quality_score"].fmt()]
+        lines.append(f"| {label} | {steps} | {kappa:g} | " + " | ".join(cells) + " |")
     return lines
+
+
+def as_json(ev) -> dict:
+    return {"shares": {k: s.to_dict() for k, s in ev["shares"].items()}, "named": ev["named"].to_dict(),
+            "clean": ev["clean"].to_dict(), "quality_score": ev["quality_score"].to_dict(),
+            "shows_subject": ev["subject"].to_dict(),
+            "measures": {m: [r.get(m) for r in ev["reads"]] for m in ("_noise", "_edge", "_saturation", "_inside")}}
 
 
 def main(argv=None):
@@ -67,22 +110,32 @@ def main(argv=None):
     p.add_argument("--steps", type=int, nargs="+", default=[1, 4, 20])
     p.add_argument("--kappa", type=float, default=3.0, help="CFG scale")
     p.add_argument("--nasa-alpha", type=float, default=None, help="NASA-I with a wrong-colour-and-shape negative")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quality-negative", action="store_true", help="NASA-I with the generic quality negative")
+    p.add_argument("--seed", type=int, default=REPORT_SEED)
+    p.add_argument("--world", default=None, help="v1 or v2 (default: the checkpoint's)")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "world_quality"))
     args = p.parse_args(argv)
     setup_comfy()
+    import torch
+    torch.set_num_threads(args.threads)
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.world_model.model import load_world_checkpoint
 
+    spec = world.world_spec(args.world or world_of(args.checkpoint))
     loaded = load_world_checkpoint(args.checkpoint)
+    negative = QUALITY_NEGATIVE if args.quality_negative else ""
     name = Path(args.checkpoint).name + (f" + NASA-I {args.nasa_alpha:g}" if args.nasa_alpha else "")
-    rows = [(name, s, args.kappa, accuracy(loaded, args.n, s, args.kappa, args.seed, args.nasa_alpha)) for s in args.steps]
-    keys = list(world.ATTRIBUTES) + ["all"]
-    lines = [f"Attribute accuracy: {args.n} prompts naming all six attributes, one image each, read by the pixel "
-             "reader.", ""] + table(rows, keys)
-    write_report(args.out, "\n".join(lines), {"checkpoint": str(args.checkpoint), "n": args.n, "kappa": args.kappa,
-                                              "nasa_alpha": args.nasa_alpha, "seed": args.seed,
-                                              "accuracy": {str(s): acc for _, s, _, acc in rows}})
+    rows = [(name, s, args.kappa, evaluate(loaded, args.n, s, args.kappa, args.seed, args.nasa_alpha, spec=spec,
+                                           negative=negative)) for s in args.steps]
+    keys = world.named_attributes(spec)
+    lines = [f"Attribute accuracy of `{name}` (world {spec.name}): {args.n} prompts naming every attribute, one "
+             f"image each, seeds {args.seed}..{args.seed + args.n - 1}, read by the pixel reader; 95% Wilson "
+             "intervals in brackets.", ""] + table(rows, keys)
+    write_report(args.out, "\n".join(lines), {"checkpoint": str(args.checkpoint), "world": spec.name, "n": args.n,
+                                              "kappa": args.kappa, "nasa_alpha": args.nasa_alpha, "seed": args.seed,
+                                              "negative": negative,
+                                              "results": {str(s): as_json(ev) for _, s, _, ev in rows}})
 
 
 if __name__ == "__main__":
