@@ -44,3 +44,18 @@ def setup_comfy(cpu=None, import_pack: bool = True):
         sys.modules["comfyui_nasa"] = module
         spec.loader.exec_module(module)
     return sys.modules.get("comfyui_nasa")
+
+
+def autograd_safe_context(arch: str = "unet"):
+    """For the trainers (world model and NASA-T): the November-2024 ComfyUI adds residuals in place inside BasicTransformerBlock (``x += n``) after a
+    LayerNorm saved ``x`` for backward, which autograd refuses, and both ComfyUI copies do so in Flux's
+    blocks (``img += gate * ...``). There, give autograd its own copies of the tensors it saves (more
+    memory, same numbers); elsewhere, nothing."""
+    import contextlib
+    import inspect
+    import torch
+    if arch == "unet":
+        from comfy.ldm.modules.attention import BasicTransformerBlock
+        if "x += n" not in inspect.getsource(BasicTransformerBlock.forward):
+            return contextlib.nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t)

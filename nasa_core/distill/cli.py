@@ -96,7 +96,7 @@ def sample_grid(trainer, path: Path):
     import torch
     import comfy.sample
     from ..adapters import apply_nasa
-    from ..world_model.sampling import encode, images_from_latents, save_grid
+    from ..world_model.sampling import encode, save_grid
     cfg = trainer.cfg
     prompts = cfg.sample_prompts or [trainer.stream.prompt(i) for i in range(4)]
     negative_text = cfg.sample_negative or (trainer.stream.negatives[0] if trainer.stream.negatives else "")
@@ -116,16 +116,15 @@ def sample_grid(trainer, path: Path):
                 noise = comfy.sample.prepare_noise(latent, i)
                 out = comfy.sample.sample(m, noise, 1, 1.0, "euler", "simple", encode(clip, text), empty, latent,
                                           disable_pbar=True, seed=i)
-                images.append(_to_pixels(trainer, out, images_from_latents))
+                images.append(_to_pixels(trainer, out))
     save_grid(torch.cat(images), path, columns=len(prompts), scale=2 if cfg.model_kind == "world" else 1)
 
 
-def _to_pixels(trainer, latent, world_pixels):
-    """[B, 3, H, W] in [-1, 1]: the world's fixed codec, or the model's VAE."""
-    from ..world_model.model import WorldVAE
+def _to_pixels(trainer, latent):
+    """[B, 3, H, W] in [-1, 1], decoded by the teacher's VAE (what VAE Decode does)."""
     vae = trainer.teacher.vae
-    if isinstance(vae, WorldVAE) or vae is None:
-        return world_pixels(latent)
+    if vae is None:
+        raise ConfigError("sample grids need a VAE: pass --vae, or --sample-every 0")
     img = vae.decode(latent)  # [B, H, W, 3] in [0, 1]
     return (img.movedim(-1, 1).float() * 2 - 1).cpu()
 

@@ -46,7 +46,7 @@ class _Trainable(torch.nn.Module):
 
 class Distiller:
     def __init__(self, cfg: DistillConfig, rank: int = 0, world_size: int = 1, device: Optional[torch.device] = None):
-        from ..world_model.train import autograd_safe_context
+        from ..comfy_env import autograd_safe_context
         self.autograd_safe = autograd_safe_context
         self.cfg = cfg.check()
         self.rank, self.world_size = rank, world_size
@@ -112,10 +112,10 @@ class Distiller:
         return list(range(start, start + self.cfg.micro_batch))
 
     def latent_size(self) -> int:
-        if self.cfg.model_kind == "world":
-            from ..world_model.model import FOLD, IMAGE_SIZE
-            return IMAGE_SIZE // FOLD
-        return self.cfg.resolution // 8
+        """Latent side for --resolution: the VAE's spatial compression (8 for SD-family VAEs and the world's)."""
+        vae = self.teacher.vae
+        ratio = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else 8
+        return self.cfg.resolution // int(ratio)
 
     def draws(self, indices: List[int]) -> Dict[str, torch.Tensor]:
         """Every random number of these samples, each from its own generator seeded by (seed, index)."""
@@ -327,9 +327,6 @@ def read_checkpoint(path: Path) -> dict:
 
 def decode_differentiable(loaded: Loaded, latent: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] from latents, keeping the graph (ComfyUI's VAE.decode runs without gradients)."""
-    from ..world_model.model import WorldVAE, from_latent
-    if isinstance(loaded.vae, WorldVAE):
-        return from_latent(latent)
     if loaded.vae is None:
         raise ConfigError("the clamped CLIP loss needs a VAE: pass --vae")
     fmt = loaded.model.model.latent_format

@@ -105,6 +105,17 @@ class BlockDCT(comfy.latent_formats.LatentFormat):
         return latent if self.channel_std is None else latent * self._std(latent)
 
 
+class _DCTDecoder(nn.Module):
+    """The codec as ComfyUI VAEs expose their network (``first_stage_model.decode``: latent -> [-1, 1] images,
+    differentiable), so trainers decode the world's latents the way they decode any VAE's."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return from_latent(z)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return to_latent(x)
+
+
 class WorldVAE:
     """What ComfyUI's VAE Decode / VAE Encode nodes call: decode(latent) -> [B, H, W, 3] in [0, 1];
     encode(pixels [B, H, W, 3] in [0, 1]) -> latent. A fixed transform: encode(decode(z)) == z."""
@@ -113,6 +124,8 @@ class WorldVAE:
     downscale_ratio = FOLD
     upscale_ratio = FOLD
     output_channels = 3
+    vae_dtype = torch.float32
+    first_stage_model = _DCTDecoder()
 
     def decode(self, samples: torch.Tensor, **kwargs) -> torch.Tensor:
         images = from_latent(samples.float().cpu()).clamp(-1, 1)

@@ -27,6 +27,8 @@ from typing import List, Optional
 
 import torch
 
+from ..comfy_env import autograd_safe_context  # noqa: F401  (the trainers share it)
+
 
 ARCHS = ("unet", "flux")
 LATENT_NORMS = ("none", "channel")
@@ -95,20 +97,6 @@ def latent_channel_std(spec=None, n: int = 2048, seed: int = 987654321) -> List[
     images = world.sample_batch(seed, n)[0] if spec is None else world.sample_batch(seed, n, spec)[0]
     std = wm.to_latent(images).double().transpose(0, 1).reshape(wm.LATENT_CHANNELS, -1).std(1)
     return [round(float(v), 6) for v in std.clamp_min(1e-3)]
-
-
-def autograd_safe_context(arch: str = "unet"):
-    """The November-2024 ComfyUI adds residuals in place inside BasicTransformerBlock (``x += n``) after a
-    LayerNorm saved ``x`` for backward, which autograd refuses, and both ComfyUI copies do so in Flux's
-    blocks (``img += gate * ...``). There, give autograd its own copies of the tensors it saves (more
-    memory, same numbers); elsewhere, nothing."""
-    import contextlib
-    import inspect
-    if arch == "unet":
-        from comfy.ldm.modules.attention import BasicTransformerBlock
-        if "x += n" not in inspect.getsource(BasicTransformerBlock.forward):
-            return contextlib.nullcontext()
-    return torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t)
 
 
 class WorldTrainer:
