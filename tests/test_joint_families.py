@@ -91,6 +91,7 @@ def conditioning(t, spec):
     extra = {} if spec["pooled"] is None else {"pooled_output": torch.zeros(1, spec["pooled"])}
     if spec.get("single"):  # the Lumina 2 / Z-Image text encoders' mask (releases before v0.3.77 require it)
         extra["attention_mask"] = torch.ones(1, t.shape[1], dtype=torch.long)
+        extra.setdefault("pooled_output", None)  # what those encoders hand over; v0.5.1 reads the key
     return [[t, extra]]
 
 
@@ -316,3 +317,113 @@ def test_wrong_text_encoder_width_names_both():
     model = spec["make"]()
     with pytest.raises(NASAInputError, match=r"768.*40|40.*768"):
         apply_nasa(model, torch.randn(1, 4, 768), 0.5)
+
+
+# ------------------------------------------------------------------------------------------------ the nodes
+
+
+def _nodes():
+    from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+    return ApplyNASAModelPatch(), NASANegativeConditioning()
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_both_nodes_per_prompt_equals_model_wide(name):
+    """NASA Negative Conditioning on a model through Apply NASA Model Patch (no model-wide negative) gives what
+    the model patch's own negative gives."""
+    spec = family_or_skip(name)
+    needs_override()
+    model = spec["make"]()
+    apply_node, negative_node = _nodes()
+    positive = conditioning(text(1, 6, spec["ctx"]), spec)
+    negative = conditioning(text(2, 5, spec["ctx"]), spec)
+    model_wide, = apply_node.patch(model, 0.5, nasa_negative=negative)
+    enabled, = apply_node.patch(model, 0.5)
+    carried, = negative_node.attach(positive, negative, 0.5)
+    a, b = sample(model_wide, spec, positive, steps=2), sample(enabled, spec, carried, steps=2)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert (a - sample(model, spec, positive, steps=2)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if not FAMILIES[n].get("single")])
+def test_negative_conditioning_alone(name):
+    """NASA Negative Conditioning without a model patch (its conditioning hook, ComfyUI v0.3.30+): on the families
+    with dit slots it installs NASA for its prompt and equals the model patch."""
+    spec = family_or_skip(name)
+    needs_override()
+    model = spec["make"]()
+    apply_node, negative_node = _nodes()
+    positive = conditioning(text(1, 6, spec["ctx"]), spec)
+    negative = conditioning(text(2, 5, spec["ctx"]), spec)
+    carried, = negative_node.attach(positive, negative, 0.5)
+    alone = sample(model, spec, carried, steps=2)
+    patched, = apply_node.patch(model, 0.5, nasa_negative=negative)
+    torch.testing.assert_close(alone, sample(patched, spec, positive, steps=2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if FAMILIES[n].get("single")])
+def test_negative_conditioning_alone_on_object_slot_families_says_so(name, caplog, monkeypatch):
+    """Z-Image / Lumina 2 layers have no dit slot: a hook cannot carry NASA's object patches, so the prompt's
+    negative stays unclaimed and the console says to add Apply NASA Model Patch."""
+    spec = family_or_skip(name)
+    needs_override()
+    import logging
+    import comfyui_nasa.nasa_core.adapters.comfy_runtime as runtime
+    model = spec["make"]()
+    _, negative_node = _nodes()
+    positive = conditioning(text(1, 6, spec["ctx"]), spec)
+    carried, = negative_node.attach(positive, conditioning(text(2, 5, spec["ctx"]), spec), 0.5)
+    monkeypatch.setattr(runtime, "_unclaimed_warned", [-1e9])
+    with caplog.at_level(logging.WARNING, logger="comfyui-nasa"):
+        out = sample(model, spec, carried, steps=1)
+        del carried
+        import gc
+        gc.collect()
+    assert torch.equal(out, sample(model, spec, positive, steps=1))
+    warned = [r.getMessage() for r in caplog.records if "NASA" in r.getMessage()]
+    assert len(warned) == 1 and "Z-Image / Lumina 2 layers have no replace slot" in warned[0], warned
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_cfg_leaves_the_uncond_branch_alone(name):
+    spec = family_or_skip(name)
+    needs_override()
+    model = spec["make"]()
+    captured = {}
+
+    def capture(tag):
+        def cfg_fn(args):
+            captured[tag] = (args["cond_denoised"].clone(), args["uncond_denoised"].clone())
+            return args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * args["cond_scale"]
+        return cfg_fn
+
+    plain = model.clone()
+    plain.set_model_sampler_cfg_function(capture("plain"))
+    nasa = apply_nasa(plain, text(2, 5, spec["ctx"]), 0.8)
+    nasa.set_model_sampler_cfg_function(capture("nasa"))
+    latent = torch.zeros(spec["latent"])
+    for m in (plain, nasa):
+        noise = comfy.sample.prepare_noise(latent, 0)
+        comfy.sample.sample(m, noise, 1, 4.0, "euler", "simple", conditioning(text(1, 6, spec["ctx"]), spec),
+                            conditioning(text(9, 4, spec["ctx"]), spec), latent, disable_pbar=True, seed=0)
+    assert torch.equal(captured["plain"][1], captured["nasa"][1])
+    assert (captured["plain"][0] - captured["nasa"][0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_bf16(name):
+    """The whole model in bfloat16 (weights and compute, as ComfyUI runs these families): NASA runs, changes the
+    result, and alpha 0 stays exact."""
+    spec = family_or_skip(name)
+    needs_override()
+    model = spec["make"]()
+    dm = model.model.diffusion_model
+    dm.to(torch.bfloat16)
+    dm.dtype = torch.bfloat16
+    model.model.manual_cast_dtype = None
+    positive = conditioning(text(1, 6, spec["ctx"]), spec)
+    neg = text(2, 5, spec["ctx"])
+    plain = sample(model, spec, positive)
+    assert torch.equal(sample(apply_nasa(model, neg, 0.0), spec, positive), plain)
+    out = sample(apply_nasa(model, neg, 0.5), spec, positive)
+    assert torch.isfinite(out).all() and not torch.equal(out, plain)

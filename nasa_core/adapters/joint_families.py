@@ -245,6 +245,8 @@ class LuminaRows(JointRowsFamily):
             valid = torch.cat((valid, valid.new_zeros((valid.shape[0], extra))), dim=1)
         info.caption_first = self._first_position(dm, info, h.device)
         freqs = dm.rope_embedder(self._ids(h.shape[1], h.device, info.caption_first)).movedim(1, 2)
+        if info.call_pe is not None:  # in the dtype the model's own rotary rows have (cast before v0.3.77)
+            freqs = freqs.to(info.call_pe.dtype)
         for layer in dm.context_refiner:
             h = layer(h, None, freqs)
         return h, valid
