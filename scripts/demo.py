@@ -47,7 +47,8 @@ def world_demo(args):
                 m, negative, cfg = {"none": (mm, empty, base_cfg), "CFG": (mm, neg, args.cfg),
                                     "NASA": (apply_nasa(mm, neg[0][0], args.alpha), empty, base_cfg)}[method]
                 images = images_from_latents(sample_latents(m, pos, negative, steps, cfg, args.seed, args.per_cell))
-                free = sum(not world.shows(r, unwanted) for r in world.read_attributes(images))
+                # free: shows a shape and not the negative (a blank image is never free of it)
+                free = sum(world.free_of(r, unwanted) for r in world.read_attributes(images, world.V1_SPEC))
                 row.append(images)
                 row_notes.append(f"{free}/{len(images)} without {neg_text}" + (f" (cfg {cfg:g})" if cfg != 1 else ""))
                 counts.append(f"{free}/{len(images)}")
@@ -57,7 +58,8 @@ def world_demo(args):
             table.append((f"{pos_text} / minus {neg_text}", f"{who}, {steps} step{'s' if steps > 1 else ''}", counts))
     heads = ["none (no negative)", f"CFG {args.cfg:g} (negative in CFG)", f"NASA α {args.alpha:g} (negative inside)"]
     widths = [max(len(t[0]) for t in table), max(len(t[1]) for t in table)] + [len(h) for h in heads]
-    print(f"\nImages free of the negative's attribute, read from the pixels ({args.per_cell} per cell; the 20-step "
+    print(f"\nImages free of the negative's attribute (and showing a shape), read from the pixels ({args.per_cell} "
+          f"per cell; the 20-step "
           f"teacher runs CFG {args.cfg:g} in every column, the others cfg 1 except the CFG column):\n")
     print(" | ".join(h.ljust(wd) for h, wd in zip(["prompt / negative", "model, steps"] + heads, widths)))
     print("-+-".join("-" * wd for wd in widths))

@@ -75,6 +75,10 @@ class TrainConfig:
 SAMPLE_PROMPTS = ["a red circle", "a large blue square on a white background", "two yellow triangles",
                   "a small green shape on the left", "a shape", "a circle on a gray background",
                   "a triangle in the center", "two squares on a black background"]
+# World v2: plain prompts (where the priors show), named quality, and degradations asked for.
+SAMPLE_PROMPTS_V2 = ["shape", "a shape, high quality", "a large blue square on a white background, high quality",
+                     "two yellow triangles, high quality", "a small green triangle on the left, high quality",
+                     "red circle, blurry", "a square on a gray background, noisy", "green shape, cut off"]
 
 
 def vocabulary_texts(seed: int = 12345, n: int = 300, spec=None) -> List[str]:
@@ -240,7 +244,8 @@ class WorldTrainer:
         from .sampling import sample_images, save_grid
         tmp = Path(self.cfg.out) / "_ema.safetensors"
         self.export(str(tmp))
-        images = sample_images(str(tmp), SAMPLE_PROMPTS, steps=steps, cfg=cfg_scale, seed=0)
+        prompts = SAMPLE_PROMPTS_V2 if self.spec.has_quality else SAMPLE_PROMPTS
+        images = sample_images(str(tmp), prompts, steps=steps, cfg=cfg_scale, seed=0)
         tmp.unlink()
         save_grid(images, path, columns=4)
 
