@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What NASA costs on the DiTs with true cross-attention: PixArt-alpha and Wan 2.1 (modern ComfyUI tree only).
 
-(a) FLOPs of one denoiser call, FlopCounterMode on the meta device (see bench_unet.py for why meta), with
+(a) FLOPs of one denoiser call, FlopCounterMode on the meta device (see benchlib.py for why meta), with
     ComfyUI's real configurations: a skeleton state dict of meta tensors goes through
     comfy.model_detection (detect_unet_config, model_config_from_unet_config) exactly as a checkpoint would,
     giving PixArt-alpha 1024 px (28 blocks, 1152 wide, 120 T5 tokens) and Wan 2.1 T2V 1.3B (30 blocks, 1536
@@ -43,7 +43,7 @@ def _load(name):
     return module
 
 
-bench_unet = _load("bench_unet")   # runtime setup, FLOP and op counting
+benchlib = _load("benchlib")   # runtime setup, FLOP and op counting (the shared benchmark library)
 report = _load("report")
 
 # name -> full-size workload (as targets.md quotes it) and the reduced one timed on the CPU
@@ -163,7 +163,7 @@ def flops_for(family: str, alpha: float, depth=None, latent=None):
     model, patcher = build(family, depth, meta)
     negative = torch.randn(1, tokens, 4096, generator=torch.Generator().manual_seed(0))
     patched = apply_nasa(patcher, negative, alpha)
-    run = bench_unet.nasa_run_of(patched)
+    run = benchlib.nasa_run_of(patched)
     sigma = torch.tensor([float(model.model_sampling.percent_to_sigma(0.5))])
     model.model_sampling.to(meta)
 
@@ -180,7 +180,7 @@ def flops_for(family: str, alpha: float, depth=None, latent=None):
     x1, c1 = inputs(1)
     with torch.inference_mode():
         use(patcher, patcher)
-        base, base_ops = bench_unet.count_flops(lambda: denoiser_call(patcher, apply_model_on_meta, x1, sigma, c1, [0]))
+        base, base_ops = benchlib.count_flops(lambda: denoiser_call(patcher, apply_model_on_meta, x1, sigma, c1, [0]))
     for h in hooks:
         h.remove()
     if len(query_tokens) != len(layers):
@@ -197,17 +197,17 @@ def flops_for(family: str, alpha: float, depth=None, latent=None):
 
     with torch.inference_mode():
         use(patched, patcher)
-        first, first_ops = bench_unet.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
+        first, first_ops = benchlib.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
         cache = run.dit_cache
         counted_first = (cache.embedded, cache.computed)
-        later, later_ops = bench_unet.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
+        later, later_ops = benchlib.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
         cache_hit = (cache.embedded, cache.computed) == counted_first
         x2, c2 = inputs(2)
-        cfg_nasa, _ = bench_unet.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x2, sigma, c2, [0, 1]))
-        ops_nasa = bench_unet.count_ops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
+        cfg_nasa, _ = benchlib.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x2, sigma, c2, [0, 1]))
+        ops_nasa = benchlib.count_ops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
         use(patcher, patcher)
-        cfg, _ = bench_unet.count_flops(lambda: denoiser_call(patcher, apply_model_on_meta, x2, sigma, c2, [0, 1]))
-        ops_none = bench_unet.count_ops(lambda: denoiser_call(patcher, apply_model_on_meta, x1, sigma, c1, [0]))
+        cfg, _ = benchlib.count_flops(lambda: denoiser_call(patcher, apply_model_on_meta, x2, sigma, c2, [0, 1]))
+        ops_none = benchlib.count_ops(lambda: denoiser_call(patcher, apply_model_on_meta, x1, sigma, c1, [0]))
     if counted_first != (1, len(layers)) or not cache_hit:
         raise RuntimeError(f"{family}: cache counts {counted_first} after the first call (expected 1, {len(layers)}); "
                            f"later call hit the cache: {cache_hit}")
@@ -217,9 +217,9 @@ def flops_for(family: str, alpha: float, depth=None, latent=None):
                 floor=floor, floor_embedder=floor_embed, floor_kv=floor_kv, floor_attention=floor_attn,
                 floor_subtraction=floor_sub, floor_cached=floor_attn + floor_sub,
                 overhead_first=first - base, overhead_later=later - base, overhead_cfg_nasa=cfg_nasa - cfg,
-                ops_first_minus_base=bench_unet.op_diff(first_ops, base_ops),
-                ops_later_minus_base=bench_unet.op_diff(later_ops, base_ops),
-                dispatched_ops_nasa_minus_none=bench_unet.op_diff(ops_nasa, ops_none))
+                ops_first_minus_base=benchlib.op_diff(first_ops, base_ops),
+                ops_later_minus_base=benchlib.op_diff(later_ops, base_ops),
+                dispatched_ops_nasa_minus_none=benchlib.op_diff(ops_nasa, ops_none))
 
 
 def check_target(r):
@@ -258,7 +258,7 @@ def wallclock_for(family: str, alpha: float, reps: int, warmup: int):
 
     variants = ["none", "nasa", "nasa_first", "cfg"]
     times = {v: [] for v in variants}
-    la_before = bench_unet.load_average()
+    la_before = benchlib.load_average()
     with torch.inference_mode():
         for rnd in range(warmup + reps):
             for v in variants:
@@ -282,7 +282,7 @@ def wallclock_for(family: str, alpha: float, reps: int, warmup: int):
                 ratio_nasa=med["nasa"] / med["none"], paired_ratio_nasa=paired("nasa"),
                 ratio_nasa_first=med["nasa_first"] / med["none"], paired_ratio_nasa_first=paired("nasa_first"),
                 ratio_cfg=med["cfg"] / med["none"], paired_ratio_cfg=paired("cfg"),
-                load_average_before_after=[la_before, bench_unet.load_average()])
+                load_average_before_after=[la_before, benchlib.load_average()])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -339,10 +339,10 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.environ.get("COMFYUI_PATH"):
         raise SystemExit("PixArt and Wan exist only in the modern ComfyUI tree: set COMFYUI_PATH to it")
-    runtime = bench_unet.setup_runtime("cpu")
+    runtime = benchlib.setup_runtime("cpu")
     import torch
     torch.set_num_threads(args.threads)
-    meta = bench_unet.run_metadata(runtime, args.alpha)
+    meta = benchlib.run_metadata(runtime, args.alpha)
     flops, clocks, problems = [], [], []
     if not args.skip_flops:
         print("\n== (a) FLOPs of one denoiser call (meta device) ==", flush=True)

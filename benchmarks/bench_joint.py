@@ -14,7 +14,7 @@
     negative queries over [negative; image]; "kv" applies only the K/V rows). The script checks that these
     floors reproduce targets.md.
 (b) CPU wall-clock of NASA / none and CFG / none at real widths, few blocks, 256 px, and the peak memory of a
-    call (the CPU allocator's events, replayed; see bench_unet.cpu_peak_bytes), next to the FLOP ratio predicted
+    call (the CPU allocator's events, replayed; see benchlib.cpu_peak_bytes), next to the FLOP ratio predicted
     for that same reduced model. At 256 px there are as many text tokens as image tokens, so the ratio there is
     far above the 1024 px one: the point of (b) is that the time follows the FLOPs.
 
@@ -37,8 +37,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_unet import (count_flops, cpu_peak_bytes, load_average, mib, nasa_run_of, pct,  # noqa: E402
-                        run_metadata, setup_runtime)
+from benchlib import (count_flops, cpu_peak_bytes, load_average, mib, nasa_run_of, pct,  # noqa: E402
+                      run_metadata, setup_runtime)
 from report import write_report  # noqa: E402
 
 # targets.md: base TFLOP and NASA extra % per reading ("double" = double blocks only, "all" = double + single)
@@ -110,7 +110,7 @@ def build(name, device=None, **kw):
 
 
 def joint_call(patcher, apply_model, x, sigma, context, y, cond_or_uncond, guidance):
-    """One denoiser call the way comfy.samplers.calc_cond_batch makes it (bench_unet.denoiser_call plus the
+    """One denoiser call the way comfy.samplers.calc_cond_batch makes it (benchlib.denoiser_call plus the
     guidance input FLUX's forward takes)."""
     import torch
     mo = patcher.model_options

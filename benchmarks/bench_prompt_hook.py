@@ -16,8 +16,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import bench_unet  # noqa: E402  (the real-config builder and run metadata every benchmark shares)
-from report import write_report  # noqa: E402
+import bench_unet  # noqa: E402  (the real SD1.5 config builder)
+from benchlib import run_metadata, setup_runtime, write_report  # noqa: E402
 
 
 def main(argv=None):
@@ -27,7 +27,7 @@ def main(argv=None):
     p.add_argument("--px", type=int, default=256)
     p.add_argument("--out", default=str(HERE / "results" / "prompt_hook_latest"))
     args = p.parse_args(argv)
-    runtime = bench_unet.setup_runtime("cpu")
+    runtime = setup_runtime("cpu")
     import torch
     import comfy.sample
     import nasa_testkit as tk
@@ -35,7 +35,7 @@ def main(argv=None):
     from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
     if prompt_hook.hooks_api() is None:
         sys.exit("this ComfyUI has no conditioning hooks (v0.3.30+): NASA Negative Conditioning cannot work alone here")
-    meta = bench_unet.run_metadata(runtime, 0.5)
+    meta = run_metadata(runtime, 0.5)
     model, patcher = bench_unet.build("SD1.5")
     tk.init_weights(model.diffusion_model)
     calls = [0]
