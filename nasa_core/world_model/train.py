@@ -257,6 +257,9 @@ def main(argv: Optional[List[str]] = None):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"(default {f.default})",
                        **({"choices": ARCHS} if f.name == "arch" else {}))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) at this step of the --steps-long schedule: a session's share of a "
+                        "long run; --resume continues it exactly")
     p.add_argument("--export", default=None, help="write the EMA weights as a ComfyUI-loadable safetensors file and stop")
     args = p.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
@@ -285,18 +288,19 @@ def main(argv: Optional[List[str]] = None):
             writer.writerow(["step", "loss", "lr", "seconds"])
         bar = tqdm(total=cfg.steps, initial=trainer.step, desc=f"world {cfg.arch}", dynamic_ncols=True)
         t0 = time.time()
-        while trainer.step < cfg.steps:
+        stop = min(cfg.steps, args.stop_at) if args.stop_at else cfg.steps
+        while trainer.step < stop:
             loss = trainer.train_step()
             writer.writerow([trainer.step, f"{loss:.5f}", f"{trainer.lr_at(trainer.step - 1):.2e}", f"{time.time() - t0:.1f}"])
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
-            if trainer.step % cfg.ckpt_every == 0 or trainer.step == cfg.steps:
+            if trainer.step % cfg.ckpt_every == 0 or trainer.step == stop:
                 f.flush()
                 trainer.save()
             if cfg.sample_every and trainer.step % cfg.sample_every == 0:
                 trainer.sample_grid(out / f"samples_{trainer.step:06d}.png")
         bar.close()
-    print(f"done at step {trainer.step}; checkpoint {ckpt}")
+    print(f"{'done' if trainer.step >= cfg.steps else 'stopped'} at step {trainer.step} of {cfg.steps}; checkpoint {ckpt}")
 
 
 if __name__ == "__main__":
