@@ -32,27 +32,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from comfy_runtime import setup_comfy  # noqa: E402
 from report import write_report  # noqa: E402
 
-V1_PAIRS = [  # (positive prompt, negative prompt): world v1, the bundled models' world
-    ("a shape", "red"),
-    ("a shape on a white background", "circle"),
-    ("a large shape", "blue"),
-    ("a square", "black background"),
-    ("a small shape", "on the left"),
-    ("two shapes", "yellow"),
-]
+# (positive prompt, negative prompt) per world: nasa_core/world/spec.py says why these (pure constants, read
+# before ComfyUI is set up)
+sys.path.insert(0, str(ROOT))
+from nasa_core.world.spec import BENCHMARK_PAIRS as WORLD_PAIRS  # noqa: E402
+from nasa_core.world.spec import QUALITY_NEGATIVE, V1_PAIRS, V2_PAIRS  # noqa: E402,F401
 PAIRS = V1_PAIRS
-QUALITY_NEGATIVE = "worst quality, low quality, blurry, noisy, washed out, cut off"
-V2_PAIRS = [  # world v2: each negative is the dominant value of a skewed prior (about 60% of plain samples)
-    ("a shape", "red"),                                   # colour
-    ("a shape on a white background", "circle"),          # shape
-    ("a red shape", "black background"),                  # background
-    ("a triangle", "large"),                              # size
-    ("a blue shape", "in the center"),                    # position
-    ("green square", "two shapes"),                       # count
-    ("a yellow shape", QUALITY_NEGATIVE),                 # quality (the generic quality negative)
-    ("a square on a gray background", "worst quality, low quality"),  # quality
-]
-WORLD_PAIRS = {"v1": V1_PAIRS, "v2": V2_PAIRS}
 SHARES = ("shows_subject", "free_of_negative", "keeps_positive", "success", "clean")
 HEADS = ("shows subject", "free of the negative", "keeps the positive", "success", "clean")
 

@@ -331,3 +331,16 @@ def test_cell_metrics_count_only_images_that_show_the_subject(world500):
     assert m["clean"].k == sum(a["quality"] == "clean" for a in truth)
     both = W.pooled([m, m])
     assert both["success"].n == 100 and both["quality_score"].mean == pytest.approx(m["quality_score"].mean)
+
+
+@pytest.mark.parametrize("world_name", ["v2"])
+def test_benchmark_negatives_are_the_priors_dominant_values(world_name):
+    """World v2's removal pairs: among the world's images that match the positive, the negative's attribute is
+    in 55-65% (a model that learnt the world shows it that often in plain samples)."""
+    spec = W.world_spec(world_name)
+    attrs = [public(a) for a in sample_attributes(31, 12000, spec)]
+    for positive, negative in W.BENCHMARK_PAIRS[world_name]:
+        wanted, unwanted = attributes_of_prompt(positive, spec), attributes_of_prompt(negative, spec)
+        pool = [a for a in attrs if matches(a, wanted)]
+        share = sum(shows(a, unwanted) for a in pool) / len(pool)
+        assert len(pool) > 150 and 0.55 <= share <= 0.65, (positive, negative, len(pool), share)

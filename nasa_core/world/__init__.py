@@ -20,12 +20,13 @@ from .metrics import (CELL_SHARES, Mean, Share, attribute_accuracy, attribute_sh
 from .reader import MEASURES, quality_of, quality_score, read_attributes
 from .render import (blocky_noise, fade, gaussian_blur, perturb, render, sample_attributes, shape_layout,
                      signed_distance, soften, to_uint8_hwc)
-from .spec import (ATTRIBUTES, BACKGROUND_RGB, BACKGROUNDS, CLEAN, COLOUR_RGB, COLOURS, COUNTS, DEFAULT_SPEC,
+from .spec import (ATTRIBUTES, BACKGROUND_RGB, BACKGROUNDS, BENCHMARK_PAIRS, CLEAN, QUALITY_NEGATIVE, V1_PAIRS, V2_PAIRS, COLOUR_RGB, COLOURS, COUNTS, DEFAULT_SPEC,
                    DEGRADATIONS, PAIR_POSITION, POSITIONS, QUALITIES, SHAPES, SIZES, V1_SPEC, V2_SPEC, V2_PRIORS,
                    VOCAB, WORLDS, Attributes, WorldSpec, world_spec)
 
 __all__ = [
-    "ATTRIBUTES", "Attributes", "BACKGROUNDS", "BACKGROUND_RGB", "CELL_SHARES", "CLEAN", "COLOURS", "COLOUR_RGB",
+    "ATTRIBUTES", "Attributes", "BACKGROUNDS", "BACKGROUND_RGB", "BENCHMARK_PAIRS", "QUALITY_NEGATIVE", "V1_PAIRS",
+    "V2_PAIRS", "CELL_SHARES", "CLEAN", "COLOURS", "COLOUR_RGB",
     "COUNTS", "DEFAULT_SPEC", "DEGRADATIONS", "MEASURES", "Mean", "PAIR_POSITION", "POSITIONS", "PROMPT_WORDS",
     "QUALITIES", "SHAPES", "SIZES", "Share", "V1_SPEC", "V2_PRIORS", "V2_SPEC", "VOCAB", "WORLDS", "WorldSpec",
     "attribute_accuracy", "attribute_shares", "attributes_of_prompt", "batch_for_step", "blocky_noise", "caption",

@@ -101,6 +101,30 @@ V2_PRIORS: Dict[str, Tuple[float, ...]] = {
 }
 
 
+QUALITY_NEGATIVE = "worst quality, low quality, blurry, noisy, washed out, cut off"
+# The removal benchmark's (positive, negative) pairs: world v1's six (uniform priors, little room to remove),
+# and world v2's eight, one per skewed prior, each negative the prior's dominant value, so a model that learnt
+# the world shows it in about 60% of plain samples.
+V1_PAIRS: Tuple[Tuple[str, str], ...] = (
+    ("a shape", "red"),
+    ("a shape on a white background", "circle"),
+    ("a large shape", "blue"),
+    ("a square", "black background"),
+    ("a small shape", "on the left"),
+    ("two shapes", "yellow"),
+)
+V2_PAIRS: Tuple[Tuple[str, str], ...] = (
+    ("a shape", "red"),                                   # colour
+    ("a shape on a white background", "circle"),          # shape
+    ("a red shape", "black background"),                  # background
+    ("a triangle", "large"),                              # size
+    ("a blue shape", "in the center"),                    # position
+    ("green square", "two shapes"),                       # count
+    ("a yellow shape", QUALITY_NEGATIVE),                 # quality: the generic quality negative
+    ("a square on a gray background", "worst quality, low quality"),  # quality
+)
+
+
 @dataclass(frozen=True)
 class WorldSpec:
     """Every number of a world. The reader takes the same spec to place its thresholds."""
@@ -146,6 +170,7 @@ V1_SPEC = WorldSpec(name="v1", small_radius=7.0, large_radius=12.0, p_count2=0.5
 V2_SPEC = WorldSpec()
 DEFAULT_SPEC = V2_SPEC
 WORLDS: Dict[str, WorldSpec] = {"v1": V1_SPEC, "v2": V2_SPEC}
+BENCHMARK_PAIRS: Dict[str, Tuple[Tuple[str, str], ...]] = {"v1": V1_PAIRS, "v2": V2_PAIRS}
 
 
 def world_spec(name: str) -> WorldSpec:
