@@ -17,7 +17,7 @@ from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
 from comfyui_nasa.nasa_core.adapters.comfy_runtime import wrong_width_message
 from comfyui_nasa.nasa_core.adapters.kandinsky5 import K5NASACrossAttention, K5NASATextBlock, Kandinsky5Adapter
 from comfyui_nasa.nasa_core.attention import NASAInputError
-from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch
+from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
 
 pytestmark = pytest.mark.compat  # runs on every ComfyUI release of the matrix (scripts/test.sh)
 
@@ -27,7 +27,7 @@ DEPTH = 3
 
 
 def k5_patcher(image=False, model_dim=64, ff_dim=128, time_dim=32, text_dim=WIDTH, pooled_dim=POOLED,
-               axes=(4, 6, 6), text_blocks=2, visual_blocks=DEPTH, seed=0):
+               axes=(4, 6, 6), text_blocks=2, visual_blocks=DEPTH, seed=0, dtype=None):
     """Kandinsky 5 through ComfyUI's configs: Kandinsky5 (video: 16-channel latent plus its 17 concat channels,
     visual_embed_dim 132) or Kandinsky5Image (Flux latent, visual_embed_dim 64)."""
     config_class = comfy.supported_models.Kandinsky5Image if image else comfy.supported_models.Kandinsky5
@@ -35,6 +35,8 @@ def k5_patcher(image=False, model_dim=64, ff_dim=128, time_dim=32, text_dim=WIDT
                            "in_text_dim": text_dim, "in_text_dim2": pooled_dim, "visual_embed_dim": 64 if image else 132,
                            "patch_size": [1, 2, 2], "num_text_blocks": text_blocks, "num_visual_blocks": visual_blocks,
                            "axes_dims": list(axes)})
+    if dtype is not None:
+        config.set_inference_dtype(dtype, None)
     model = config.get_model({})
     tk.init_weights(model.diffusion_model, seed)
     return dk.patcher(model)
@@ -172,8 +174,30 @@ def test_block_against_plain_torch_reference_at_kandinsky5_lite_width():
     assert (k5_reference(stock, args[0], args[1], raw, alpha) - expected).abs().max() > 1e-4
 
 
+def test_bf16_weights_and_compute():
+    """bf16 end to end: the negative is refined and projected in the model's dtype, alpha 0 is the plain model."""
+    m = k5_patcher(dtype=torch.bfloat16)
+    assert next(m.model.diffusion_model.parameters()).dtype == torch.bfloat16
+    pos = cond(1)
+    base = sample(m, pos, steps=2)
+    assert torch.equal(sample(apply_nasa(m, neg(2), 0.0), pos, steps=2), base)
+    out = sample(apply_nasa(m, neg(2), 0.5), pos, steps=2)
+    assert torch.isfinite(out).all() and (out - base).abs().max() > 1e-2
+
+
 def test_per_prompt_negative_equals_model_wide_negative(model):
     dk.check_per_prompt_equals_model_wide(model, sample, cond, neg)
+
+
+def test_negative_conditioning_alone_changes_nothing(model):
+    """NASA's Kandinsky 5 patches are object patches, which a conditioning hook cannot carry: NASA Negative Conditioning
+    without Apply NASA Model Patch leaves the model exactly as it is (nothing half-applied; the console says to add
+    the model patch), and with it the prompt's negative applies."""
+    pos = cond(1)
+    carried, = NASANegativeConditioning().attach(pos, [[neg(2), {}]], 0.7)
+    assert torch.equal(sample(model, carried, steps=2), sample(model, pos, steps=2))
+    enabled, = ApplyNASAModelPatch().patch(model, 0.7)
+    assert (sample(enabled, carried, steps=2) - sample(model, pos, steps=2)).abs().max() > 1e-3
 
 
 def test_cfg_leaves_the_uncond_branch_alone(model):

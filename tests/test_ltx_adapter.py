@@ -28,7 +28,7 @@ from comfyui_nasa.nasa_core.adapters.comfy_runtime import wrong_width_message
 from comfyui_nasa.nasa_core.adapters.dit_crossattn import tag_negative_mask
 from comfyui_nasa.nasa_core.adapters.ltx import LTXNASACrossAttention, LTXVAdapter
 from comfyui_nasa.nasa_core.attention import NASAInputError
-from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch
+from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
 
 pytestmark = pytest.mark.compat  # runs on every ComfyUI release of the matrix (scripts/test.sh)
 
@@ -36,11 +36,13 @@ WIDTH = 32  # T5 width of the tiny models
 DEPTH = 3
 
 
-def ltxv_patcher(heads=2, head_dim=16, caption=WIDTH, layers=DEPTH, seed=0):
+def ltxv_patcher(heads=2, head_dim=16, caption=WIDTH, layers=DEPTH, seed=0, dtype=None):
     """LTX-Video through ComfyUI's LTXV config (128-channel latent; cross_attention_dim = the model width)."""
     config = comfy.supported_models.LTXV({"image_model": "ltxv", "in_channels": 128, "num_layers": layers,
                                           "attention_head_dim": head_dim, "num_attention_heads": heads,
                                           "cross_attention_dim": heads * head_dim, "caption_channels": caption})
+    if dtype is not None:
+        config.set_inference_dtype(dtype, None)
     model = config.get_model({})
     tk.init_weights(model.diffusion_model, seed)
     with torch.no_grad():  # the modulation tables start empty; small values keep the tiny model well scaled
@@ -211,8 +213,32 @@ def test_the_positive_mask_is_honoured_as_the_model_does(model):
     torch.testing.assert_close(tiny, base, rtol=1e-5, atol=1e-5)
 
 
+def test_bf16_weights_and_compute():
+    """bf16 end to end (LTX's usual dtype): the negative is cast to the layer's dtype, its padding mask is built
+    in bf16 as the model builds its own, alpha 0 is the plain model."""
+    m = ltxv_patcher(dtype=torch.bfloat16)
+    assert next(m.model.diffusion_model.parameters()).dtype == torch.bfloat16
+    pos = cond(1)
+    base = sample(m, pos, steps=2)
+    assert torch.equal(sample(apply_nasa(m, neg(2), 0.0), pos, steps=2), base)
+    padded = tag_negative_mask(torch.cat([neg(2, tokens=4), neg(5, tokens=4)], dim=1), t5_mask(8, 4))
+    out = sample(apply_nasa(m, padded, 0.5), pos, steps=2)
+    assert torch.isfinite(out).all() and (out - base).abs().max() > 1e-2
+
+
 def test_per_prompt_negative_equals_model_wide_negative(model):
     dk.check_per_prompt_equals_model_wide(model, sample, cond, neg)
+
+
+def test_negative_conditioning_alone_changes_nothing(model):
+    """NASA's LTX-Video patches are object patches, which a conditioning hook cannot carry: NASA Negative Conditioning
+    without Apply NASA Model Patch leaves the model exactly as it is (nothing half-applied; the console says to add
+    the model patch), and with it the prompt's negative applies."""
+    pos = cond(1)
+    carried, = NASANegativeConditioning().attach(pos, [[neg(2), {}]], 0.7)
+    assert torch.equal(sample(model, carried, steps=2), sample(model, pos, steps=2))
+    enabled, = ApplyNASAModelPatch().patch(model, 0.7)
+    assert (sample(enabled, carried, steps=2) - sample(model, pos, steps=2)).abs().max() > 1e-3
 
 
 def test_cfg_leaves_the_uncond_branch_alone(model):
