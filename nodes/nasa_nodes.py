@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..nasa_core.adapters import apply_nasa, negative_tensor
+from ..nasa_core.adapters.base import parse_blocks
 from ..nasa_core.adapters.comfy_runtime import attach_prompt_negative
 from ..nasa_core.adapters.prompt_hook import hook_prompt
 from .schema import Input, NodeDef, Output, build_v1
@@ -62,15 +63,24 @@ BLOCK_TOOLTIPS = {
     "input_blocks": "Apply in the UNet's down (input) blocks. On DiTs: the first third of the blocks (FLUX.1: its 19 "
                     "double-stream blocks).",
     "middle_block": "Apply in the UNet's middle block. On DiTs: the middle third of the blocks.",
-    "output_blocks": "Apply in the UNet's up (output) blocks. On DiTs: the last third of the blocks. On FLUX/SD3, all "
-                     "three switches on means the family default, the first third only (FLUX.1: the double blocks), "
-                     "the cautious default.",
+    "output_blocks": "Apply in the UNet's up (output) blocks. On DiTs: the last third of the blocks. All three "
+                     "switches on means the family's default on every family (UNet, PixArt, Wan: every block; "
+                     "joint-attention models such as FLUX, SD3, Qwen-Image: the first third).",
 }
+BLOCKS_TEXT_TOOLTIP = ("Overrides the three switches when not empty. Comma-separated: default (the family's "
+                       "default), all, input / middle / output (UNet groups; DiTs: thirds), double / single "
+                       "(joint-attention block kinds), an index (3) or a range (0-9) counting blocks in the order the "
+                       "model runs them (UNet: its text cross-attention layers; FLUX: double blocks first).")
 
 
 def patch(model, alpha, nasa_negative=None, start_percent=0.0, end_percent=1.0,
-          input_blocks=True, middle_block=True, output_blocks=True):
-    blocks = {name for name, on in (("input", input_blocks), ("middle", middle_block), ("output", output_blocks)) if on}
+          input_blocks=True, middle_block=True, output_blocks=True, blocks=""):
+    if str(blocks).strip():
+        chosen = parse_blocks(blocks)
+    else:
+        chosen = {name for name, on in (("input", input_blocks), ("middle", middle_block), ("output", output_blocks))
+                  if on}
+    blocks = chosen
     negative = negative_tensor(nasa_negative, "nasa_negative")
     if negative is None:
         log.info("NASA: no model-wide negative; only negatives carried by NASA Negative Conditioning apply.")
@@ -100,7 +110,8 @@ MODEL_PATCH_ADVANCED = NodeDef(
               default=0.0, min=0.0, max=1.0, step=0.001),
         Input("end_percent", "FLOAT", "End of the sampling range NASA acts in (1 = last step).",
               default=1.0, min=0.0, max=1.0, step=0.001),
-    ) + tuple(Input(name, "BOOLEAN", tip, default=True) for name, tip in BLOCK_TOOLTIPS.items()) + MODEL_INPUTS[2:],
+    ) + tuple(Input(name, "BOOLEAN", tip, default=True) for name, tip in BLOCK_TOOLTIPS.items()) + MODEL_INPUTS[2:]
+    + (Input("blocks", "STRING", BLOCKS_TEXT_TOOLTIP, default="", optional=True),),
     outputs=MODEL_OUTPUT)
 
 NODE_DEFS = [NEGATIVE_CONDITIONING, MODEL_PATCH, MODEL_PATCH_ADVANCED]

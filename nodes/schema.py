@@ -12,7 +12,7 @@ from typing import Callable, Optional, Tuple
 @dataclass(frozen=True)
 class Input:
     name: str
-    type: str                       # MODEL, CONDITIONING, FLOAT, BOOLEAN, COMBO
+    type: str                       # MODEL, CONDITIONING, FLOAT, BOOLEAN, STRING, COMBO
     tooltip: str
     optional: bool = False
     default: object = None
@@ -88,7 +88,8 @@ def v3_api():
         from comfy_api.latest import ComfyExtension, io
     except ImportError:
         return None
-    needed = ("ComfyNode", "Schema", "NodeOutput", "Model", "Conditioning", "Float", "Boolean", "Combo", "Clip", "Vae")
+    needed = ("ComfyNode", "Schema", "NodeOutput", "Model", "Conditioning", "Float", "Boolean", "String", "Combo", "Clip",
+              "Vae")
     if not all(hasattr(io, name) for name in needed):
         return None
     return io, ComfyExtension
@@ -96,14 +97,14 @@ def v3_api():
 
 def _v3_type(io, name: str):
     return {"MODEL": io.Model, "CONDITIONING": io.Conditioning, "FLOAT": io.Float, "BOOLEAN": io.Boolean,
-            "COMBO": io.Combo, "CLIP": io.Clip, "VAE": io.Vae}[name]
+            "STRING": io.String, "COMBO": io.Combo, "CLIP": io.Clip, "VAE": io.Vae}[name]
 
 
 def _v3_input(io, i: Input):
     kwargs = {"tooltip": i.tooltip, "optional": i.optional}
     if i.type == "FLOAT":
         kwargs.update(default=i.default, min=i.min, max=i.max, step=i.step)
-    elif i.type == "BOOLEAN":
+    elif i.type in ("BOOLEAN", "STRING"):
         kwargs.update(default=i.default)
     elif i.type == "COMBO":
         kwargs.update(options=i.choices(), default=i.default)

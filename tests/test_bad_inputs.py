@@ -15,7 +15,7 @@ import comfy.utils
 import dit_testkit as dk
 import nasa_testkit as tk
 from comfyui_nasa.nasa_core.adapters import apply_nasa, joint
-from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, ApplyNASAModelPatchAdvanced, NASANegativeConditioning
 from comfyui_nasa.nodes.world_nodes import LoadNASAWorldModel
 
 pytestmark = pytest.mark.compat
@@ -87,11 +87,19 @@ def case_negative_batch():
 
 
 def case_no_block():
-    apply_nasa(dk.flux_patcher(single=0), tk.text(2, width=32), 0.5, blocks={"single"})
+    apply_nasa(dk.flux_patcher(depth=1, single=0), tk.text(2, width=32), 0.5, blocks={"output"})  # one block: a first third
 
 
-def case_mixed_block_names():
-    apply_nasa(dk.flux_patcher(), tk.text(2, width=32), 0.5, blocks={"input", "double"})
+def case_block_kind_missing():
+    apply_nasa(dk.sd3_patcher(), tk.text(2, width=48), 0.5, blocks={"single"})
+
+
+def case_block_index():
+    apply_nasa(unet(), tk.text(2), 0.5, blocks={99})
+
+
+def case_block_text():
+    ApplyNASAModelPatchAdvanced().patch(unet(), 0.5, blocks="0-3, top")
 
 
 def case_several_entries():

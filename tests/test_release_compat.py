@@ -176,7 +176,7 @@ def test_cause_named_the_release_does_not_pass_the_call_state(caplog):
 
 def test_cause_named_a_block_choice_that_matches_no_block():
     with pytest.raises(NASAInputError, match="found no text cross-attention layer in blocks"):
-        apply_nasa(dk.flux_patcher(single=0), tk.text(2, width=32), 0.8, blocks={"single"})
+        apply_nasa(dk.flux_patcher(depth=1, single=0), tk.text(2, width=32), 0.8, blocks={"output"})
 
 
 HAS_HOOKS = prompt_hook.hooks_api() is not None

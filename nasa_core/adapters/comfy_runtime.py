@@ -260,7 +260,7 @@ class NASACrossAttentionPatch:
         heads = extra_options["n_heads"]
         z_pos = self.previous(q, k, v, extra_options) if self.previous is not None else attend(q, k, v, heads)
         state: Optional[NASACallState] = extra_options.get(self.run.state_key)
-        if state is None or self.block_name not in state.blocks:
+        if state is None:  # blocks were chosen at install: this layer's patch exists because it was chosen
             return z_pos
         k_neg, v_neg = self.run.cache.project(self.attn, self.layer_key, state, q.dtype, q.device)
         if k_neg.shape[-1] != q.shape[-1]:

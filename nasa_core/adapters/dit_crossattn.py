@@ -46,6 +46,14 @@ def block_group(index: int, depth: int) -> str:
     return ("input", "middle", "output")[min(third, 2)]
 
 
+def chosen_blocks(depth: int, blocks, family: str) -> List[int]:
+    """The blocks of a cross-attention DiT NASA acts in: the one rule of base.chosen_positions, each block
+    answering to its third; the default is every block."""
+    from .base import chosen_positions
+    labels = [frozenset({block_group(i, depth)}) for i in range(depth)]
+    return chosen_positions(labels, blocks, range(depth), family)
+
+
 class StatePublisher:
     """APPLY_MODEL wrapper: makes the call's NASA decision visible to layers that get no transformer_options."""
 
@@ -254,7 +262,7 @@ class NASAObjectCrossAttention(torch.nn.Module):
     def active_state(self, transformer_options=None) -> Optional[NASACallState]:
         self.run.layer_calls += 1
         state = current_state(self.run.state_key, transformer_options)
-        if state is None or self.group not in state.blocks:
+        if state is None:
             return None
         return state
 
@@ -276,6 +284,7 @@ def occupants(model_patcher, key: str):
     return original, previous
 
 
-__all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "current_state",
+__all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "chosen_blocks",
+           "current_state",
            "install_state_publisher", "negative_key_mask", "negative_valid", "occupants", "steer_rows", "subtract_projected",
            "tag_negative_mask", "weighted_modules"]

@@ -50,7 +50,7 @@ import torch
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention import NASAInputError
-from .base import ALL_BLOCKS, JOINT_BLOCKS, NASAAdapter, NASASettings
+from .base import ALL_BLOCKS, JOINT_BLOCKS, NASAAdapter, NASASettings, chosen_positions
 from .comfy_runtime import NASARun, install_wrapper, override_call_options
 
 HAS_ATTENTION_OVERRIDE = hasattr(comfy_attention, "wrap_attn")
@@ -70,28 +70,13 @@ def third_of(position: int, count: int) -> str:
     return _THIRDS[min(position * 3 // max(count, 1), 2)]
 
 
-def resolve_blocks(blocks) -> frozenset:
-    """What a settings' ``blocks`` asks for on a joint-attention model: joint kinds ({"double", "single"}), or the
-    UNet names of the Advanced node's switches (thirds, see ``third_of``). The UNet default (all three, what the
-    nodes send unless told otherwise) means the family default: the first third (``DEFAULT_JOINT_BLOCKS``)."""
-    blocks = frozenset(blocks)
-    joint = blocks & JOINT_BLOCKS
-    if joint:
-        if blocks - JOINT_BLOCKS:
-            raise NASAInputError(f"blocks mixes UNet names {sorted(blocks - JOINT_BLOCKS)} with joint-attention names "
-                                 f"{sorted(joint)}: use {sorted(JOINT_BLOCKS)} on FLUX/SD3")
-        return joint
-    if blocks == ALL_BLOCKS:
-        return DEFAULT_JOINT_BLOCKS
-    return blocks
-
-
-def steered_positions(flat_kinds, blocks) -> list:
-    """Indices into the model's blocks (in run order) that NASA steers."""
-    chosen = resolve_blocks(blocks)
-    if chosen & JOINT_BLOCKS:
-        return [j for j, kind in enumerate(flat_kinds) if kind in chosen]
-    return [j for j in range(len(flat_kinds)) if third_of(j, len(flat_kinds)) in chosen]
+def steered_positions(flat_kinds, blocks, family: str = "joint-attention") -> list:
+    """Indices into the model's blocks (in run order) that NASA steers: the one rule of base.chosen_positions,
+    each block answering to its kind (double/single) and its third; the default is the first third."""
+    n = len(flat_kinds)
+    labels = [frozenset({kind, third_of(j, n)}) for j, kind in enumerate(flat_kinds)]
+    default = [j for j in range(n) if third_of(j, n) in DEFAULT_JOINT_BLOCKS]
+    return chosen_positions(labels, blocks, default, family)
 
 
 class JointNASARun(NASARun):
@@ -505,7 +490,7 @@ class _JointAdapter(NASAAdapter):
         run.diffusion_model = dm
         # The stream must run through every block up to the last one NASA steers; none after it.
         flat = [(kind, i, block) for kind, blocks in lists for i, block in enumerate(blocks)]
-        steered = steered_positions([kind for kind, _, _ in flat], settings.blocks)
+        steered = steered_positions([kind for kind, _, _ in flat], settings.blocks, self.family)
         if not steered:
             return 0
         last = steered[-1]

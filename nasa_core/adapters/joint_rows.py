@@ -86,7 +86,7 @@ class NegativeRows:
 
 def _key_mask(valid: torch.Tensor, extra: int, dtype, front: bool = True) -> Optional[torch.Tensor]:
     """Additive [B, 1, 1, T (+ extra)] mask hiding the negative's padding; None when it has none."""
-    if bool(valid.all()):
+    if valid.is_meta or bool(valid.all()):
         return None
     m = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, float("-inf"))
     if extra:
@@ -159,7 +159,9 @@ class RowsBlockPatch:
             rows.text_len = text
             new_args = {**args, f.txt_key: torch.cat((txt, rows.hidden), dim=1)}
         else:
-            text = rows.text_len if rows.text_len is not None else f.single_text_len(self.run.diffusion_model, args, info)
+            text = rows.text_len
+            if text is None:  # single-stream families: no double block ran first
+                text = f.single_text_len(self.run.diffusion_model, args, info)
             n_img = img.shape[1] - text
         at = n_img + text if f.image_first else text
         if self.kind == "single":
@@ -308,7 +310,7 @@ class RowsAdapter(NASAAdapter):
         dm = model_patcher.model.diffusion_model
         run.diffusion_model = dm
         flat = [(kind, i) for kind, blocks in self.spec.block_lists(dm) for i in range(len(blocks))]
-        steered = steered_positions([kind for kind, _ in flat], settings.blocks)
+        steered = steered_positions([kind for kind, _ in flat], settings.blocks, self.spec.display)
         if not steered:
             return 0
         last = steered[-1]

@@ -17,8 +17,8 @@ import torch
 
 from .base import NASAAdapter, NASASettings
 from .comfy_runtime import NASARun, install_wrapper
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, install_state_publisher,
-                            occupants, steer_rows, subtract_projected, weighted_modules)
+from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, chosen_blocks,
+                            install_state_publisher, occupants, steer_rows, subtract_projected, weighted_modules)
 
 
 def _pixart_classes():
@@ -83,8 +83,8 @@ class PixArtAdapter(NASAAdapter):
     def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
         """(object-patch key, block index, block group) of every block in the chosen groups."""
         depth = len(model_patcher.model.diffusion_model.blocks)
-        return [(f"diffusion_model.blocks.{i}.cross_attn", i, block_group(i, depth)) for i in range(depth)
-                if block_group(i, depth) in blocks]
+        return [(f"diffusion_model.blocks.{i}.cross_attn", i, block_group(i, depth))
+                for i in chosen_blocks(depth, blocks, self.family)]
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         stock = _pixart_classes()[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterator, Tuple
 
-from .base import NASAAdapter, NASASettings
+from .base import NASAAdapter, NASASettings, chosen_positions
 from .comfy_runtime import NASACrossAttentionPatch, NASARun, install_wrapper
 
 
@@ -54,8 +54,11 @@ class UNetAdapter(NASAAdapter):
         raise ValueError("no cross-attention layer")
 
     def layers(self, model_patcher, blocks):
-        return [(key, attn2) for key, attn2 in _text_cross_attention_layers(_diffusion_model(model_patcher))
-                if key[0] in blocks]
+        """The chosen text cross-attention layers: the one rule of base.chosen_positions, each layer answering to
+        its UNet group (input/middle/output); the default is every layer."""
+        every = list(_text_cross_attention_layers(_diffusion_model(model_patcher)))
+        labels = [frozenset({key[0]}) for key, _ in every]
+        return [every[j] for j in chosen_positions(labels, blocks, range(len(every)), self.family)]
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})

@@ -22,7 +22,7 @@ import torch
 
 from .base import NASAAdapter, NASASettings
 from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper, override_call_options
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, current_state,
+from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, chosen_blocks, current_state,
                             install_state_publisher, occupants, steer_rows, subtract_projected, weighted_modules)
 
 
@@ -111,8 +111,8 @@ class WanAdapter(NASAAdapter):
 
     def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
         depth = len(model_patcher.model.diffusion_model.blocks)
-        return [(f"diffusion_model.blocks.{i}.cross_attn", i, block_group(i, depth)) for i in range(depth)
-                if block_group(i, depth) in blocks]
+        return [(f"diffusion_model.blocks.{i}.cross_attn", i, block_group(i, depth))
+                for i in chosen_blocks(depth, blocks, self.family)]
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         _, t2v, i2v = _wan_classes()
