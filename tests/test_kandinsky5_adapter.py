@@ -2,7 +2,6 @@
 Kandinsky5Image), sampled through comfy.sample; prompts carry a pooled CLIP-L output as its text encoder gives them."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 try:
     from comfy.ldm.kandinsky5.model import Kandinsky5  # noqa: F401
@@ -31,8 +30,9 @@ def k5_patcher(image=False, model_dim=64, ff_dim=128, time_dim=32, text_dim=WIDT
     """Kandinsky 5 through ComfyUI's configs: Kandinsky5 (video: 16-channel latent plus its 17 concat channels,
     visual_embed_dim 132) or Kandinsky5Image (Flux latent, visual_embed_dim 64)."""
     config_class = comfy.supported_models.Kandinsky5Image if image else comfy.supported_models.Kandinsky5
-    config = config_class({"image_model": "kandinsky5", "model_dim": model_dim, "ff_dim": ff_dim, "time_dim": time_dim,
-                           "in_text_dim": text_dim, "in_text_dim2": pooled_dim, "visual_embed_dim": 64 if image else 132,
+    config = config_class({"image_model": "kandinsky5", "model_dim": model_dim, "ff_dim": ff_dim,
+                           "time_dim": time_dim, "in_text_dim": text_dim, "in_text_dim2": pooled_dim,
+                           "visual_embed_dim": 64 if image else 132,
                            "patch_size": [1, 2, 2], "num_text_blocks": text_blocks, "num_visual_blocks": visual_blocks,
                            "axes_dims": list(axes)})
     if dtype is not None:

@@ -1,7 +1,5 @@
 """NASA on ComfyUI's real LTX-Video (comfy.ldm.lightricks.model.LTXVModel through supported_models.LTXV), 5-D video
 latents sampled through comfy.sample; the positive carries T5's attention mask as the text encoder gives it."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F

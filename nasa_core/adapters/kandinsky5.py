@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-import torch
-
 from .base import NASAAdapter, NASASettings
 from .comfy_runtime import NASARun, install_wrapper
-from .dit_crossattn import NASAObjectCrossAttention, block_group, occupants, steer_rows, subtract_projected
+from .dit_crossattn import (NASAObjectCrossAttention, block_group, current_state, occupants, steer_rows,
+                            subtract_projected)
 
 _REFINED = "nasa_kandinsky5_negative"  # NASACallState attribute: the negative after the text blocks, this call
 
@@ -71,8 +70,7 @@ class K5NASATextBlock(NASAObjectCrossAttention):
             setattr(state, _REFINED, h)
         return out
 
-    def active_state(self, transformer_options=None):
-        from .dit_crossattn import current_state
+    def active_state(self, transformer_options=None):  # every call with a decision: the blocks choose their own
         self.run.layer_calls += 1
         return current_state(self.run.state_key, transformer_options)
 
