@@ -50,7 +50,7 @@ import torch
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention import NASAInputError
-from .base import ALL_BLOCKS, JOINT_BLOCKS, NASAAdapter, NASASettings, chosen_positions
+from .base import NASAAdapter, NASASettings, chosen_positions
 from .comfy_runtime import NASARun, install_wrapper, override_call_options
 
 HAS_ATTENTION_OVERRIDE = hasattr(comfy_attention, "wrap_attn")

@@ -34,13 +34,13 @@ small attention calls per block: the paper's "full+" floor (benchmarks/bench_fam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from ..attention import NASAInputError
 from .base import NASAAdapter, NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, NASARun, comfy_release, install_wrapper, override_call_options
+from .comfy_runtime import HAS_WRAP_ATTN, comfy_release, install_wrapper, override_call_options
 from .joint import JointNASARun, steered_positions
 
 
