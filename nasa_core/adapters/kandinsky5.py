@@ -109,9 +109,10 @@ class Kandinsky5Adapter(NASAAdapter):
         model = model_patcher.model.diffusion_model
         if type(model) is not classes[0] or len(model.text_transformer_blocks) == 0:
             return False
+        visual = (f"diffusion_model.visual_transformer_blocks.{i}.cross_attention"
+                  for i in range(len(model.visual_transformer_blocks)))
         return isinstance(occupants(model_patcher, "diffusion_model.text_transformer_blocks.0")[0], classes[2]) and \
-            all(isinstance(occupants(model_patcher, key)[0], classes[1]) for key, _, _ in
-                self.layers(model_patcher, ("input", "middle", "output")))
+            all(isinstance(occupants(model_patcher, key)[0], classes[1]) for key in visual)
 
     def context_width(self, model_patcher) -> int:
         return model_patcher.model.diffusion_model.text_embeddings.in_layer.in_features
