@@ -206,6 +206,24 @@ def test_cfg_leaves_the_uncond_branch_alone(model):
     dk.check_cfg_leaves_uncond_alone(model, sample, cond, neg)
 
 
+def test_under_cfg_the_cond_row_is_refined_with_its_own_time_embed(model):
+    """In a CFG batch (cond and uncond rows, each with its own pooled CLIP-L), the negative NASA subtracts from the
+    cond row is refined under that row's time_embed: the cond prediction is the one of the cfg-1 run."""
+    conds = {}
+
+    def capture(tag):
+        def post(args):
+            conds.setdefault(tag, args["cond_denoised"].clone())
+            return args["denoised"]
+        return post
+
+    for tag, cfg in (("cfg1", 1.0), ("cfg4", 4.0)):
+        m = apply_nasa(model, neg(2), 0.7)
+        m.set_model_sampler_post_cfg_function(capture(tag))
+        sample(m, cond(1), negative=cond(9), cfg=cfg)
+    torch.testing.assert_close(conds["cfg4"], conds["cfg1"], rtol=1e-5, atol=1e-5)
+
+
 class OffsetCrossAttention(torch.nn.Module):
     """Someone else's object patch on the same slot: the stock layer plus a constant."""
 
