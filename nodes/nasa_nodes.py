@@ -84,7 +84,8 @@ def patch(model, alpha, nasa_negative=None, start_percent=0.0, end_percent=1.0,
     negative = negative_tensor(nasa_negative, "nasa_negative")
     if negative is None:
         log.info("NASA: no model-wide negative; only negatives carried by NASA Negative Conditioning apply.")
-    return (apply_nasa(model, negative, alpha, start_percent, end_percent, blocks),)
+    extra = nasa_negative[0][1] if negative is not None else None  # HiDream reads its Llama states from here
+    return (apply_nasa(model, negative, alpha, start_percent, end_percent, blocks, negative_extra=extra),)
 
 
 MODEL_INPUTS = (Input("model", "MODEL", MODEL_TOOLTIP), alpha_input(),

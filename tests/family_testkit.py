@@ -84,3 +84,28 @@ def z_image_patcher(dim=256, heads=4, ctx=32, layers=2, refiner=1, seed=0, axes=
     model = config_class(cfg).get_model({})
     init_weights(model.diffusion_model, seed)
     return patcher(model)
+
+
+def hidream_patcher(heads=4, head_dim=16, t5=32, llama=24, double=2, single=2, llama_states=3, seed=0,
+                    axes=(8, 4, 4), experts=2):
+    """HiDream-I1's layout (double and single blocks with MoE image FFNs; per-block projected Llama layers; T5), small.
+    ``llama_layers`` maps the blocks onto ``llama_states`` Llama layers, the last ones repeated, as the real
+    config repeats layer 31."""
+    blocks = double + single
+    layers = [min(i, llama_states - 1) for i in range(blocks)]
+    cfg = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": double,
+           "num_single_layers": single, "attention_head_dim": head_dim, "num_attention_heads": heads,
+           "caption_channels": [t5, llama], "text_emb_dim": 16, "num_routed_experts": experts,
+           "num_activated_experts": 1, "axes_dims_rope": list(axes), "max_resolution": [32, 32],
+           "llama_layers": layers}
+    model = comfy.supported_models.HiDream(cfg).get_model({})
+    init_weights(model.diffusion_model, seed)
+    return patcher(model)
+
+
+def hidream_conditioning(seed, tokens=6, t5=32, llama=24, llama_states=3, llama_tokens=4):
+    """What the HiDream text encoders hand over: T5 states as the tensor, pooled CLIP-L+G, and every Llama layer."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, t5, generator=g),
+             {"pooled_output": torch.randn(1, 16, generator=g),
+              "conditioning_llama3": torch.randn(1, llama_states, llama_tokens, llama, generator=g)}]]

@@ -90,6 +90,20 @@ def case_no_block():
     apply_nasa(dk.flux_patcher(depth=1, single=0), tk.text(2, width=32), 0.5, blocks={"output"})  # one block: a first third
 
 
+def case_hidream_llama():
+    if not hasattr(__import__("comfy.ldm.modules.attention", fromlist=["x"]), "wrap_attn"):
+        pytest.skip("no attention override (v0.3.60+): HiDream is refused before its negative is read")
+    try:
+        from family_testkit import hidream_conditioning, hidream_patcher
+        model = hidream_patcher()
+    except (ImportError, AttributeError):
+        pytest.skip("this ComfyUI has no HiDream")
+    positive = hidream_conditioning(1)
+    empty = [[torch.zeros(1, 1, 32), dict(positive[0][1])]]
+    dk.sample_latent(apply_nasa(model, hidream_conditioning(2)[0][0], 0.5), positive, torch.zeros(1, 16, 8, 8),
+                     negative=empty)
+
+
 def case_block_kind_missing():
     apply_nasa(dk.sd3_patcher(), tk.text(2, width=48), 0.5, blocks={"single"})
 

@@ -21,7 +21,8 @@ import torch
 import comfy.sample
 import comfy.ldm.modules.attention as comfy_attention
 
-from family_testkit import chroma_patcher, flux2_patcher, hunyuan_video15_patcher, qwen_image_patcher, z_image_patcher
+from family_testkit import (chroma_patcher, flux2_patcher, hidream_patcher, hunyuan_video15_patcher, qwen_image_patcher,
+                            z_image_patcher)
 from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
 from comfyui_nasa.nasa_core.adapters.base import NASAInputError
 
@@ -65,14 +66,24 @@ FAMILIES = {
                             real=dict(hidden=2048, heads=16, depth=1, single=0, axes=(16, 56, 56))),
     # single stream [caption (padded to 32); image (padded to 32)]: one out-projection for all rows
     "z_image": dict(make=z_image_patcher, ctx=32, latent=(1, 16, 8, 8), pooled=None, single=True, pad=32,
+                    object_slot=True,
                     img_out=lambda dm: dm.layers[0].attention.out, txt_out=lambda dm: dm.layers[0].attention.out,
                     block0=lambda dm: dm.layers[0], needs=("comfy.supported_models", "ZImage"),
                     real=dict(dim=3840, heads=30, layers=1, refiner=1, axes=(32, 48, 48))),
     "lumina2": dict(make=lambda **kw: z_image_patcher(z_image=False, **kw), ctx=32, latent=(1, 16, 8, 8),
-                    pooled=None, single=True, img_out=lambda dm: dm.layers[0].attention.out,
+                    pooled=None, single=True, object_slot=True, img_out=lambda dm: dm.layers[0].attention.out,
                     txt_out=lambda dm: dm.layers[0].attention.out, block0=lambda dm: dm.layers[0],
                     needs=("comfy.ldm.lumina.model", "NextDiT"),
                     real=dict(dim=2304, heads=24, kv_heads=8, layers=1, refiner=1, axes=(32, 32, 32))),
+    # image first, [T5; last Llama layer] evolving, a fresh Llama layer (4 tokens) per block; the negative needs
+    # its Llama states (Apply NASA Model Patch's negative only)
+    "hidream": dict(make=hidream_patcher, ctx=32, latent=(1, 16, 8, 8), pooled=16, image_first=True, object_slot=True,
+                    llama=dict(states=3, tokens=4, width=24), extra_text=8, model_patch_only=True,
+                    img_out=lambda dm: dm.double_stream_blocks[0].block.attn1.to_out,
+                    txt_out=lambda dm: dm.double_stream_blocks[0].block.attn1.to_out_t,
+                    block0=lambda dm: dm.double_stream_blocks[0], needs=("comfy.ldm.hidream.model",
+                                                                         "HiDreamImageTransformer2DModel"),
+                    real=dict(heads=20, head_dim=128, double=1, single=0, axes=(64, 32, 32))),
 }
 
 
@@ -89,6 +100,10 @@ def text(seed, tokens, width):
 
 def conditioning(t, spec):
     extra = {} if spec["pooled"] is None else {"pooled_output": torch.zeros(1, spec["pooled"])}
+    if spec.get("llama"):  # HiDream: every Llama layer's states, drawn from the text's own values
+        ll = spec["llama"]
+        g = torch.Generator().manual_seed(int(t.abs().sum().item() * 1000) % (2 ** 31))
+        extra["conditioning_llama3"] = torch.randn(1, ll["states"], ll["tokens"], ll["width"], generator=g)
     if spec.get("single"):  # the Lumina 2 / Z-Image text encoders' mask (releases before v0.3.77 require it)
         extra["attention_mask"] = torch.ones(1, t.shape[1], dtype=torch.long)
         extra.setdefault("pooled_output", None)  # what those encoders hand over; v0.5.1 reads the key
@@ -190,8 +205,9 @@ def check_block0_reference(model, spec, alpha=0.6, pos_tokens=6, neg_tokens=5, n
     elif multiple:  # Z-Image: the caption padded to a multiple of 32 with the learned pad token
         p_len, n_len = -(-pos_tokens // multiple) * multiple, -(-neg_tokens // multiple) * multiple
         neg_real = slice(0, neg_tokens)
-    else:
-        p_len, n_len, neg_real = pos_tokens, neg_tokens, slice(0, neg_tokens)
+    else:  # HiDream: its text also holds the Llama layers' tokens (all real)
+        extra = spec.get("extra_text", 0)
+        p_len, n_len, neg_real = pos_tokens + extra, neg_tokens + extra, slice(0, neg_tokens + extra)
     # (a) the unpatched model with the positive; (b) with the negative as the prompt
     rec_a, img_in_a, txt_in_a, block_a = run_block0(model, spec, positive)
     if spec.get("single"):  # one out-projection over [caption; image (+ its padding)]
@@ -213,7 +229,7 @@ def check_block0_reference(model, spec, alpha=0.6, pos_tokens=6, neg_tokens=5, n
     # NASA, with another node's override in place (it must keep running) and, optionally, zero rows in front of
     # the negative that must not leak in
     neg_given = torch.cat((torch.zeros(1, neg_padding, ctx), neg_t), dim=1) if neg_padding else neg_t
-    patched = apply_nasa(model, neg_given, alpha)
+    patched = apply_nasa(model, neg_given, alpha, negative_extra=conditioning(neg_t, spec)[0][1])
     rec_n, img_in_n, txt_in_n, block_n = run_block0(patched, spec, positive)
     assert rec_n.calls, "the override that was in place before NASA stopped running"
     if spec.get("single"):  # NASA's rows: [caption; negative (padded); image]
@@ -230,6 +246,11 @@ def check_block0_reference(model, spec, alpha=0.6, pos_tokens=6, neg_tokens=5, n
     assert torch.equal(block_n[txt_index][:, :p_len], block_a[txt_index][:, :p_len])
     assert (nasa - plain_img).abs().max() > 1e-4  # NASA did change the image rows
     return nasa, reference
+
+
+def nasa(model, spec, neg, alpha, **kw):
+    """apply_nasa with the negative's conditioning dict (HiDream reads its Llama states there)."""
+    return apply_nasa(model, neg, alpha, negative_extra=conditioning(neg, spec)[0][1], **kw)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -257,8 +278,8 @@ def test_alpha_zero_is_identity_and_alpha_changes(name):
     positive = conditioning(text(1, 6, spec["ctx"]), spec)
     plain = sample(model, spec, positive, steps=2)
     neg = text(2, 5, spec["ctx"])
-    assert torch.equal(sample(apply_nasa(model, neg, 0.0), spec, positive, steps=2), plain)
-    assert not torch.equal(sample(apply_nasa(model, neg, 0.5), spec, positive, steps=2), plain)
+    assert torch.equal(sample(nasa(model, spec, neg, 0.0), spec, positive, steps=2), plain)
+    assert not torch.equal(sample(nasa(model, spec, neg, 0.5), spec, positive, steps=2), plain)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -327,7 +348,7 @@ def _nodes():
     return ApplyNASAModelPatch(), NASANegativeConditioning()
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", [n for n in FAMILIES if not FAMILIES[n].get("model_patch_only")])
 def test_both_nodes_per_prompt_equals_model_wide(name):
     """NASA Negative Conditioning on a model through Apply NASA Model Patch (no model-wide negative) gives what
     the model patch's own negative gives."""
@@ -345,7 +366,7 @@ def test_both_nodes_per_prompt_equals_model_wide(name):
     assert (a - sample(model, spec, positive, steps=2)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("name", [n for n in FAMILIES if not FAMILIES[n].get("single")])
+@pytest.mark.parametrize("name", [n for n in FAMILIES if not FAMILIES[n].get("object_slot")])
 def test_negative_conditioning_alone(name):
     """NASA Negative Conditioning without a model patch (its conditioning hook, ComfyUI v0.3.30+): on the families
     with dit slots it installs NASA for its prompt and equals the model patch."""
@@ -361,7 +382,7 @@ def test_negative_conditioning_alone(name):
     torch.testing.assert_close(alone, sample(patched, spec, positive, steps=2), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in FAMILIES if FAMILIES[n].get("single")])
+@pytest.mark.parametrize("name", [n for n in FAMILIES if FAMILIES[n].get("object_slot")])
 def test_negative_conditioning_alone_on_object_slot_families_says_so(name, caplog, monkeypatch):
     """Z-Image / Lumina 2 layers have no dit slot: a hook cannot carry NASA's object patches, so the prompt's
     negative stays unclaimed and the console says to add Apply NASA Model Patch."""
@@ -381,7 +402,7 @@ def test_negative_conditioning_alone_on_object_slot_families_says_so(name, caplo
         gc.collect()
     assert torch.equal(out, sample(model, spec, positive, steps=1))
     warned = [r.getMessage() for r in caplog.records if "NASA" in r.getMessage()]
-    assert len(warned) == 1 and "Z-Image / Lumina 2 layers have no replace slot" in warned[0], warned
+    assert len(warned) == 1 and "have no replace slot" in warned[0], warned
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -399,10 +420,10 @@ def test_cfg_leaves_the_uncond_branch_alone(name):
 
     plain = model.clone()
     plain.set_model_sampler_cfg_function(capture("plain"))
-    nasa = apply_nasa(plain, text(2, 5, spec["ctx"]), 0.8)
-    nasa.set_model_sampler_cfg_function(capture("nasa"))
+    patched = nasa(plain, spec, text(2, 5, spec["ctx"]), 0.8)
+    patched.set_model_sampler_cfg_function(capture("nasa"))
     latent = torch.zeros(spec["latent"])
-    for m in (plain, nasa):
+    for m in (plain, patched):
         noise = comfy.sample.prepare_noise(latent, 0)
         comfy.sample.sample(m, noise, 1, 4.0, "euler", "simple", conditioning(text(1, 6, spec["ctx"]), spec),
                             conditioning(text(9, 4, spec["ctx"]), spec), latent, disable_pbar=True, seed=0)
@@ -424,6 +445,25 @@ def test_bf16(name):
     positive = conditioning(text(1, 6, spec["ctx"]), spec)
     neg = text(2, 5, spec["ctx"])
     plain = sample(model, spec, positive)
-    assert torch.equal(sample(apply_nasa(model, neg, 0.0), spec, positive), plain)
-    out = sample(apply_nasa(model, neg, 0.5), spec, positive)
+    assert torch.equal(sample(nasa(model, spec, neg, 0.0), spec, positive), plain)
+    out = sample(nasa(model, spec, neg, 0.5), spec, positive)
     assert torch.isfinite(out).all() and not torch.equal(out, plain)
+
+
+def test_hidream_negative_needs_its_llama_states():
+    """HiDream's text is T5 plus every Llama layer: a negative without them (NASA Negative Conditioning, or a bare
+    tensor) is refused with what to connect instead."""
+    spec = family_or_skip("hidream")
+    needs_override()
+    model = spec["make"]()
+    apply_node, negative_node = _nodes()
+    positive = conditioning(text(1, 6, spec["ctx"]), spec)
+    negative = conditioning(text(2, 5, spec["ctx"]), spec)
+    with pytest.raises(NASAInputError, match="needs the negative's Llama states"):
+        sample(apply_nasa(model, text(2, 5, spec["ctx"]), 0.5), spec, positive)
+    enabled, = apply_node.patch(model, 0.5)
+    carried, = negative_node.attach(positive, negative, 0.5)
+    with pytest.raises(NASAInputError, match="NASA Negative Conditioning carries only the T5 tensor"):
+        sample(enabled, spec, carried)
+    patched, = apply_node.patch(model, 0.5, nasa_negative=negative)  # the node passes the dict along
+    assert not torch.equal(sample(patched, spec, positive), sample(model, spec, positive))

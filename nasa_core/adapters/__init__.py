@@ -60,13 +60,13 @@ def negative_tensor(conditioning, what: str = "negative") -> Optional[torch.Tens
 
 def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, start_percent: float = 0.0,
                end_percent: float = 1.0, blocks=ALL_BLOCKS, bound: Optional[float] = None,
-               negative_stream: str = "full+"):
+               negative_stream: str = "full+", negative_extra: Optional[dict] = None):
     """Return a clone of ``model_patcher`` with NASA installed; the input is never modified."""
     from .comfy_runtime import NASARun, wrong_width_message
 
     settings = NASASettings(alpha=alpha, negative=negative, start_percent=start_percent,
                             end_percent=end_percent, blocks=frozenset(blocks), bound=bound,
-                            negative_stream=negative_stream)
+                            negative_stream=negative_stream, negative_extra=negative_extra)
     adapter = adapter_for(model_patcher)
     width = adapter.context_width(model_patcher)
     if negative is not None and negative.shape[-1] != width:

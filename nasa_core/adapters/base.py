@@ -90,6 +90,9 @@ class NASASettings:
     # token; None = off. And how the negative text stream advances (NEGATIVE_STREAMS).
     bound: Optional[float] = None
     negative_stream: str = "full+"
+    # the model-wide negative's conditioning dict, for families whose text is more than one tensor (HiDream's
+    # per-layer Llama states); the others read only ``negative``
+    negative_extra: Optional[dict] = field(default=None, compare=False, hash=False)
 
     def __post_init__(self):
         alpha = check_alpha(self.alpha)

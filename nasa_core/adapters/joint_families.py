@@ -21,7 +21,6 @@ class JointRowsFamily:
     img_key = "img"
     untouched = "nothing else"  # README: which tokens NASA never steers or subtracts on this family
     slot = "dit"                # "dit": patches_replace["dit"]; "object": an object patch on each block
-    block_pe_arg = None         # object slot: index of the rotary embedding among the block's positional args
 
     def matches(self, model_patcher) -> bool:
         raise NotImplementedError
@@ -34,6 +33,8 @@ class JointRowsFamily:
 
     def negative_tokens(self, neg: torch.Tensor, info):
         """(negative, valid [n, T]): which raw tokens are real; zero rows are padding (FLUX.2, Wan)."""
+        if neg.is_meta:  # FLOP counting (benchmarks): shapes only
+            return neg, torch.ones(neg.shape[:2], dtype=torch.bool, device=neg.device)
         return neg, neg.abs().amax(dim=-1) > 0
 
     def embed(self, dm, neg, valid, info):
@@ -51,6 +52,14 @@ class JointRowsFamily:
 
     def single_text_len(self, dm, args, info) -> int:
         raise NotImplementedError(f"{self.name}: single-stream blocks ran before any double block")
+
+    def fresh_rows(self, dm, rows, kind, index, info):
+        """Rows the family's text gets anew in this block only (HiDream's per-block Llama layer), for the negative."""
+        return None
+
+    def object_forward(self, occupant, patch, *args, **kwargs):
+        """slot "object": run ``patch`` around the block's own forward, from the block's own call signature."""
+        raise NotImplementedError
 
 
 def _dm(model_patcher):
@@ -164,9 +173,9 @@ class HunyuanRows(JointRowsFamily):
         return type(_dm(model_patcher)) is HunyuanVideo
 
     def embed(self, dm, neg, valid, info):
-        t = info.model_timestep
+        t = info.model_timestep.to(neg.device)
         mask = None
-        if not bool(valid.all()):
+        if not valid.is_meta and not bool(valid.all()):
             mask = (valid.to(neg.dtype) - 1) * torch.finfo(neg.dtype).max
         h = dm.txt_in(neg, t, mask)
         if getattr(dm, "cond_type_embedding", None) is not None:
@@ -197,7 +206,6 @@ class LuminaRows(JointRowsFamily):
     name = "Z-Image"
     display = "Z-Image / Z-Image-Turbo, Lumina 2"
     slot = "object"
-    block_pe_arg = 1  # layer(x, x_mask, freqs_cis, adaln_input, transformer_options=...)
     untouched = "the positive caption and its pad tokens, the image pad tokens"
 
     def matches(self, model_patcher) -> bool:
@@ -216,6 +224,12 @@ class LuminaRows(JointRowsFamily):
     def block_path(self, kind, index) -> str:
         return f"diffusion_model.layers.{index}"
 
+    def object_forward(self, occupant, patch, x, x_mask, freqs_cis, adaln_input=None, transformer_options={}):
+        def block(a):
+            return {"img": occupant(a["img"], x_mask, a["pe"], adaln_input, transformer_options=a["transformer_options"])}
+        return patch({"img": x, "pe": freqs_cis, "transformer_options": transformer_options},
+                     {"original_block": block})["img"]
+
     def _ids(self, tokens, device, first):
         ids = torch.zeros((1, tokens, 3), device=device, dtype=torch.float32)
         ids[:, :, 0] = torch.arange(tokens, device=device, dtype=torch.float32) + first  # caption positions
@@ -225,7 +239,7 @@ class LuminaRows(JointRowsFamily):
         """Where caption positions start: 1 from v0.3.77 (Z-Image's layout), 0 before. Read off the rotary rows
         the model gave its own caption's first token, not assumed from a release."""
         pe = info.call_pe
-        if pe is None:
+        if pe is None or pe.is_meta:
             return 1
         for first in (1, 0):
             candidate = dm.rope_embedder(self._ids(1, device, first)).movedim(1, 2)[0, 0]
@@ -272,4 +286,81 @@ class LuminaRows(JointRowsFamily):
         return lo, lo + n  # the image pad tokens after it are not the image
 
 
-JOINT_ROWS_FAMILIES = [ChromaRows(), Flux2Rows(), QwenImageRows(), HunyuanRows(), LuminaRows()]
+class HiDreamRows(JointRowsFamily):
+    """HiDream-I1 (Full, Dev, Fast): image first; each double block's text is [T5; last Llama layer] (a stream that
+    evolves block to block) plus a fresh projected Llama layer that the block gets anew and drops after it; the
+    single blocks append a fresh Llama layer to [image; stream] likewise. The negative goes the same way, so it
+    needs its Llama states: the conditioning dict's ``conditioning_llama3`` (Apply NASA Model Patch's negative;
+    NASA Negative Conditioning cannot carry them). Blocks have no ``dit`` slot: object patches. HiDream sets no
+    ``block_index``; the object patch is the block, so each knows its own index."""
+
+    name = "HiDream"
+    display = "HiDream-I1"
+    image_first = True
+    slot = "object"
+    untouched = "the positive text (T5 and every Llama layer)"
+
+    def matches(self, model_patcher) -> bool:
+        try:
+            from comfy.ldm.hidream.model import HiDreamImageTransformer2DModel
+        except ImportError:
+            return False
+        return type(_dm(model_patcher)) is HiDreamImageTransformer2DModel
+
+    def context_width(self, dm) -> int:
+        return dm.caption_projection[-1].linear.in_features
+
+    def block_lists(self, dm):
+        return [("double", list(dm.double_stream_blocks)), ("single", list(dm.single_stream_blocks))]
+
+    def block_path(self, kind, index) -> str:
+        return f"diffusion_model.{kind}_stream_blocks.{index}"
+
+    def embed(self, dm, neg, valid, info):
+        from ..attention import NASAInputError
+        extra = info.negative_extra or {}
+        llama = extra.get("conditioning_llama3")
+        if info.negative_source == "prompt" or llama is None:
+            raise NASAInputError(
+                "NASA on HiDream needs the negative's Llama states with its T5 text: connect a CLIP Text Encode of the "
+                "HiDream text encoders to Apply NASA Model Patch's nasa_negative (NASA Negative Conditioning carries "
+                "only the T5 tensor)")
+        llama = llama.to(device=neg.device, dtype=neg.dtype)
+        steered = info.steered_rows
+        if llama.shape[0] not in (1, len(steered)):
+            raise NASAInputError(f"the negative's Llama states have batch {llama.shape[0]}; give one negative")
+        full = torch.zeros((neg.shape[0],) + tuple(llama.shape[1:]), dtype=neg.dtype, device=neg.device)
+        full[steered] = llama.expand(len(steered), *llama.shape[1:])
+        info.negative_llama = full  # [B, layers, tokens, width]
+        last = len(dm.llama_layers) - 1
+        stream = torch.cat((dm.caption_projection[-1](neg),
+                            dm.caption_projection[last](full[:, dm.llama_layers[last]])), dim=1)
+        valid = torch.cat((valid, valid.new_ones((valid.shape[0], llama.shape[2]))), dim=1)
+        return stream, valid
+
+    def fresh_rows(self, dm, rows, kind, index, info):
+        j = index if kind == "double" else len(dm.double_stream_blocks) + index
+        return dm.caption_projection[j](info.negative_llama[:, dm.llama_layers[j]])
+
+    def negative_pe(self, dm, tokens, info, device):
+        ids = torch.zeros((1, tokens, 3), device=device, dtype=torch.float32)  # text ids are zeros
+        return dm.pe_embedder(ids).movedim(1, 2)  # its layout is [B, tokens, 1, ...]: to pe_embedder's usual
+
+    def object_forward(self, occupant, patch, image_tokens, image_tokens_masks=None, text_tokens=None,
+                       adaln_input=None, rope=None, transformer_options={}):
+        double = patch.kind == "double"
+
+        def block(a):
+            out = occupant(image_tokens=a["img"], image_tokens_masks=image_tokens_masks,
+                           text_tokens=a.get("txt"), adaln_input=adaln_input, rope=a["pe"],
+                           transformer_options=a["transformer_options"])
+            return {"img": out[0], "txt": out[1]} if double else {"img": out}
+
+        args = {"img": image_tokens, "pe": rope, "transformer_options": transformer_options}
+        if double:
+            args["txt"] = text_tokens
+        out = patch(args, {"original_block": block})
+        return (out["img"], out["txt"]) if double else out["img"]
+
+
+JOINT_ROWS_FAMILIES = [ChromaRows(), Flux2Rows(), QwenImageRows(), HunyuanRows(), LuminaRows(), HiDreamRows()]

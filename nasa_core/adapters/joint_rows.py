@@ -52,7 +52,7 @@ class RowsRun(JointNASARun):
         state = super().plan(x, timestep, c, cond_or_uncond, model_sampling)
         if state is not None:
             t = model_sampling.timestep(timestep).float() if model_sampling is not None else timestep
-            state.call_info = CallInfo(tuple(x.shape), t)
+            state.call_info = CallInfo(tuple(x.shape), t, negative_extra=self.settings.negative_extra)
         return state
 
 
@@ -63,6 +63,7 @@ class CallInfo:
     latent_shape: Tuple[int, ...]
     model_timestep: Optional[torch.Tensor]
     call_pe: Optional[torch.Tensor] = None  # the rotary embedding the first NASA block received
+    negative_extra: Optional[dict] = None   # the model-wide negative's conditioning dict (HiDream's Llama states)
 
 
 class NegativeRows:
@@ -70,18 +71,24 @@ class NegativeRows:
     ([B, T, C]; rows NASA does not steer carry zeros and are ignored), the batch rows it steers with their alpha,
     which of its tokens are real (not padding), and its rotary positions."""
 
-    def __init__(self, hidden, rows, alpha, valid, pe):
+    def __init__(self, hidden, rows, alpha, valid):
         self.hidden = hidden
         self.rows = rows      # list of batch rows NASA steers
         self.alpha = alpha    # [len(rows)]
         self.valid = valid    # [B, T] bool: real tokens (padding: False)
-        self.pe = pe          # rotary embedding rows of the negative tokens, or None
         self.text_len = None  # the positive text rows of the current call (set by the first block)
         self.state = None
+        self._pe = {}
 
     @property
     def tokens(self):
         return self.hidden.shape[1]
+
+    def pe_for(self, tokens: int, family, dm, info):
+        """Rotary embedding rows for ``tokens`` negative tokens (the family's rule for a prompt that long)."""
+        if tokens not in self._pe:
+            self._pe[tokens] = family.negative_pe(dm, tokens, info, self.hidden.device)
+        return self._pe[tokens]
 
 
 def _key_mask(valid: torch.Tensor, extra: int, dtype, front: bool = True) -> Optional[torch.Tensor]:
@@ -129,11 +136,12 @@ class RowsBlockPatch:
         full_valid = torch.ones((batch, neg.shape[1]), dtype=torch.bool, device=device)
         full_valid[steered] = valid
         dm = self.run.diffusion_model
+        info.steered_rows = steered
+        info.negative_source = state.source
         hidden = self.family.embed(dm, raw.to(dtype), full_valid, info)
         if isinstance(hidden, tuple):  # the family pads the embedded negative as it pads a prompt (Z-Image)
             hidden, full_valid = hidden
-        pe = self.family.negative_pe(dm, hidden.shape[1], info, device)
-        rows = NegativeRows(hidden, steered, state.alpha.to(device=device, dtype=torch.float32), full_valid, pe)
+        rows = NegativeRows(hidden, steered, state.alpha.to(device=device, dtype=torch.float32), full_valid)
         rows.state = state
         state._nasa_rows = rows
         return rows
@@ -152,32 +160,40 @@ class RowsBlockPatch:
         img = args[f.img_key]
         rows = self.rows_for(state, info, img.device, img.dtype)
         # In the joint sequence (and in pe) the negative goes right after the positive text: [text; neg; image]
-        # for text-first families, [image; text; neg] for image-first ones. `at` is that index.
+        # for text-first families, [image; text; neg] for image-first ones. `at` is that index. A family may add
+        # rows of its own to the negative for this block only (HiDream: each block's fresh Llama layer).
+        dm = self.run.diffusion_model
+        fresh = f.fresh_rows(dm, rows, self.kind, self.index, info)
+        neg = rows.hidden if fresh is None else torch.cat((rows.hidden, fresh.to(rows.hidden.dtype)), dim=1)
+        t_stream, t = rows.tokens, neg.shape[1]
         if self.kind == "double":
             txt = args[f.txt_key]
             text, n_img = txt.shape[1], img.shape[1]
             rows.text_len = text
-            new_args = {**args, f.txt_key: torch.cat((txt, rows.hidden), dim=1)}
+            new_args = {**args, f.txt_key: torch.cat((txt, neg), dim=1)}
         else:
             text = rows.text_len
             if text is None:  # single-stream families: no double block ran first
-                text = f.single_text_len(self.run.diffusion_model, args, info)
+                text = f.single_text_len(dm, args, info)
             n_img = img.shape[1] - text
         at = n_img + text if f.image_first else text
         if self.kind == "single":
-            new_args = {**args, f.img_key: torch.cat((img[:, :at], rows.hidden, img[:, at:]), dim=1)}
+            new_args = {**args, f.img_key: torch.cat((img[:, :at], neg, img[:, at:]), dim=1)}
         image_region = (0, n_img) if f.image_first else (text, text + n_img)
         pe = args.get("pe")
-        if pe is not None and rows.pe is not None:
+        neg_pe = rows.pe_for(t, f, dm, info)
+        if pe is not None and neg_pe is not None:
             # pe_embedder gives [1, 1, tokens, ...]; some releases' families move the token axis to 1 (Qwen-Image
             # before v0.3.68): find it by its length
             axis = 2 if pe.dim() > 2 and pe.shape[2] == text + n_img else 1
-            neg_pe = rows.pe.to(pe.dtype).movedim(2, axis)
+            neg_pe = neg_pe.to(pe.dtype).movedim(2, axis)
             neg_pe = neg_pe.expand(pe.shape[0], *neg_pe.shape[1:])
             new_args["pe"] = torch.cat((pe.narrow(axis, 0, at), neg_pe, pe.narrow(axis, at, pe.shape[axis] - at)),
                                        dim=axis)
-        gen = f.generated_rows(self.run.diffusion_model, image_region, info)
-        override, called = self._override(to, rows, at, gen, image_region, text + n_img + rows.tokens)
+        gen = f.generated_rows(dm, image_region, info)
+        valid = rows.valid if fresh is None else torch.cat(
+            (rows.valid, torch.ones(fresh.shape[:2], dtype=torch.bool, device=rows.valid.device)), dim=1)
+        override, called = self._override(to, rows, at, gen, image_region, text + n_img + t, t, valid)
         new_args["transformer_options"] = {**to, "optimized_attention_override": override}
         out = self.previous(new_args, extra) if self.previous is not None else original(new_args)
         if not called[0]:
@@ -185,22 +201,20 @@ class RowsBlockPatch:
                 f"NASA: {f.name} {self.kind} block {self.index} made no joint attention call NASA recognises in this "
                 f"ComfyUI ({comfy_release()}); its block is not the one NASA knows")
         out = dict(out)
-        t = rows.tokens
         if self.kind == "double":
             txt_out = out[f.txt_key]
-            rows.hidden = txt_out[:, text:]
+            rows.hidden = txt_out[:, text:text + t_stream]
             out[f.txt_key] = txt_out[:, :text]
         else:
             x_out = out[f.img_key]
-            rows.hidden = x_out[:, at:at + t]
+            rows.hidden = x_out[:, at:at + t_stream]
             out[f.img_key] = torch.cat((x_out[:, :at], x_out[:, at + t:]), dim=1)
         return out
 
     def _override(self, to, rows: NegativeRows, at: int, gen: Tuple[int, int], image_region: Tuple[int, int],
-                  length: int):
+                  length: int, t: int, valid_all: torch.Tensor):
         previous_override = to.get("optimized_attention_override")
         called = [False]
-        t = rows.tokens
         patch = self
 
         def override(func, *a, **kw):
@@ -237,7 +251,7 @@ class RowsBlockPatch:
             shift = t if lo >= at else 0
             img_k = k[sel].narrow(seq, lo + shift, hi - lo)
             img_v = v[sel].narrow(seq, lo + shift, hi - lo)
-            valid = rows.valid[sel]
+            valid = valid_all[sel]
             neg_out = attend(neg_q, torch.cat((neg_k, img_k), dim=seq), torch.cat((neg_v, img_v), dim=seq),
                              _key_mask(valid, hi - lo, q.dtype))
             full_neg = torch.zeros((out.shape[0], t, out.shape[2]), dtype=out.dtype, device=out.device)
@@ -275,16 +289,9 @@ class RowsObjectBlock(torch.nn.Module):
     def __deepcopy__(self, memo):
         return self
 
-    def forward(self, x, *args, transformer_options={}, **kwargs):
-        pe_index = self.patch.family.block_pe_arg
-
-        def block(a):
-            call = list(args)
-            call[pe_index] = a["pe"]
-            return {"img": self.occupant(a["img"], *call, transformer_options=a["transformer_options"], **kwargs)}
-
-        args_in = {"img": x, "pe": args[pe_index], "transformer_options": transformer_options}
-        return self.patch(args_in, {"original_block": block})["img"]
+    def forward(self, *args, **kwargs):
+        # the family knows its block's signature: it packs the call into the dit-style args the patch takes
+        return self.patch.family.object_forward(self.occupant, self.patch, *args, **kwargs)
 
 
 class RowsAdapter(NASAAdapter):
