@@ -45,8 +45,10 @@ NEGATIVE_CONDITIONING = NodeDef(
     function_name="attach", search_aliases=SEARCH_ALIASES + ("per prompt negative",),
     description=("Carries a negative prompt with this positive prompt so NASA removes it inside the model's "
                  "attention, even in one step at cfg 1.0, on any sampler. On ComfyUI v0.3.30 and later it works on its "
-                 "own (a conditioning hook) for SD1.x/2.x/SDXL, FLUX.1 and SD3, and from v0.3.60 for Wan; PixArt and "
-                 "older ComfyUI need the MODEL through Apply NASA Model Patch as well (the console says so). This prompt's negative "
+                 "own (a conditioning hook) for SD1.x/2.x/SDXL, FLUX.1 and SD3, and from v0.3.60 for Wan, Qwen-Image, "
+                 "FLUX.2, Chroma and HunyuanVideo; PixArt, Z-Image/Lumina 2, Kandinsky 5, LTX and older ComfyUI need "
+                 "the MODEL through Apply NASA Model Patch as well (the console says so); HiDream takes its negative "
+                 "only through Apply NASA Model Patch. This prompt's negative "
                  "takes precedence over the model's; alpha 0 turns NASA off for this prompt."),
     inputs=(Input("positive", "CONDITIONING", "The prompt to sample (goes on to the sampler's positive input)."),
             Input("nasa_negative", "CONDITIONING", NEGATIVE_TOOLTIP),
@@ -57,8 +59,9 @@ NEGATIVE_CONDITIONING = NodeDef(
 # ---------------------------------------------------------------------------------------------------------------
 # Apply NASA Model Patch (and Advanced)
 
-MODEL_TOOLTIP = ("The model to patch (SD1.x/2.x/SDXL, FLUX.1, SD3/SD3.5, PixArt, Wan 2.1 and their one-/few-step "
-                 "models). Apply NASA after LoRAs and other attention patches.")
+MODEL_TOOLTIP = ("The model to patch (SD1.x/2.x/SDXL, FLUX.1, SD3/SD3.5, PixArt, Wan 2.1/2.2, and on ComfyUI v0.3.60+ "
+                 "Qwen-Image, FLUX.2, Chroma, HunyuanVideo 1.5, Z-Image, Lumina 2, HiDream, Kandinsky 5, LTX-Video; "
+                 "their one-/few-step models). Apply NASA after LoRAs and other attention patches.")
 BLOCK_TOOLTIPS = {
     "input_blocks": "Apply in the UNet's down (input) blocks. On DiTs: the first third of the blocks (FLUX.1: its 19 "
                     "double-stream blocks).",
