@@ -185,6 +185,17 @@ def test_bf16_weights_and_compute():
     assert torch.isfinite(out).all() and (out - base).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("blocks,chosen", [({"default"}, [0, 1, 2]), ({"all"}, [0, 1, 2]), ({1}, [1]),
+                                           ({"input"}, [0])])
+def test_block_choice(model, blocks, chosen):
+    """The block choice picks visual blocks; the negative's refinement is installed whatever it is."""
+    patched = apply_nasa(model, neg(2), 0.5, blocks=blocks)
+    keys = sorted(k for k, v in patched.object_patches.items() if isinstance(v, K5NASACrossAttention))
+    assert keys == [f"diffusion_model.visual_transformer_blocks.{i}.cross_attention" for i in chosen]
+    assert isinstance(patched.object_patches["diffusion_model.text_transformer_blocks.0"], K5NASATextBlock)
+    assert (sample(patched, cond(1)) - sample(model, cond(1))).abs().max() > 1e-4
+
+
 def test_per_prompt_negative_equals_model_wide_negative(model):
     dk.check_per_prompt_equals_model_wide(model, sample, cond, neg)
 

@@ -199,6 +199,25 @@ def test_the_negatives_padding_never_reaches_the_subtracted_term(model):
     assert (sample(apply_nasa(model, untagged, 0.7), pos, steps=2) - reference).abs().max() > 1e-4
 
 
+def test_the_nodes_negative_keeps_its_t5_padding_out(model):
+    """Through Apply NASA Model Patch, a negative CONDITIONING as ComfyUI's LTXV text encoder gives it (padded rows
+    that are not zero, and its attention mask in the dict): the result is that of the negative cut to its real
+    tokens."""
+    pos, real = cond(1), neg(2, tokens=4)
+    reference = sample(apply_nasa(model, real, 0.7), pos, steps=2)
+    negative = [[torch.cat([real, neg(5, tokens=4)], dim=1), {"attention_mask": t5_mask(8, 4)}]]
+    patched, = ApplyNASAModelPatch().patch(model, 0.7, nasa_negative=negative)
+    torch.testing.assert_close(sample(patched, pos, steps=2), reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks,chosen", [({"default"}, [0, 1, 2]), ({"all"}, [0, 1, 2]), ({1}, [1]),
+                                           ({"output"}, [2])])
+def test_block_choice(model, blocks, chosen):
+    patched = apply_nasa(model, neg(2), 0.5, blocks=blocks)
+    keys = sorted(k for k, v in patched.object_patches.items() if isinstance(v, LTXNASACrossAttention))
+    assert keys == [f"diffusion_model.transformer_blocks.{i}.attn2" for i in chosen]
+
+
 def test_the_positive_mask_is_honoured_as_the_model_does(model):
     """NASA's Z+ is the model's own masked call: with the negative at a vanishing scale the output is the plain
     model's, and the plain model's output does not depend on what the masked positive tokens hold."""

@@ -208,10 +208,11 @@ def tag_negative_mask(negative: torch.Tensor, attention_mask: Optional[torch.Ten
     return negative
 
 
-def negative_valid(negative: torch.Tensor) -> Optional[torch.Tensor]:
-    """[1 or n, T] bool, which of the negative's tokens are real: its attached attention mask
-    (``tag_negative_mask``), else all-zero rows are padding (ComfyUI's zero padding); None when all are real."""
-    mask = getattr(negative, NEGATIVE_MASK_ATTR, None)
+def negative_valid(negative: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """[1 or n, T] bool, which of the negative's tokens are real: ``attention_mask`` (its CONDITIONING's, 1 = real
+    token) or the one attached to it (``tag_negative_mask``), else all-zero rows are padding (ComfyUI's zero
+    padding); None when all are real."""
+    mask = attention_mask if attention_mask is not None else getattr(negative, NEGATIVE_MASK_ATTR, None)
     if mask is not None:
         valid = mask.reshape(mask.shape[0], -1).to(device=negative.device) > 0
         if valid.shape[-1] != negative.shape[1] or valid.shape[0] not in (1, negative.shape[0]):
@@ -285,6 +286,5 @@ def occupants(model_patcher, key: str):
 
 
 __all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "chosen_blocks",
-           "current_state",
-           "install_state_publisher", "negative_key_mask", "negative_valid", "occupants", "steer_rows", "subtract_projected",
-           "tag_negative_mask", "weighted_modules"]
+           "current_state", "install_state_publisher", "negative_key_mask", "negative_valid", "occupants",
+           "steer_rows", "subtract_projected", "tag_negative_mask", "weighted_modules"]

@@ -21,8 +21,8 @@ from typing import List, Tuple
 
 from .base import NASAAdapter, NASASettings
 from .comfy_runtime import NASARun, install_wrapper
-from .dit_crossattn import (NASAObjectCrossAttention, block_group, current_state, occupants, steer_rows,
-                            subtract_projected)
+from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks, current_state, occupants,
+                            steer_rows, subtract_projected)
 
 _REFINED = "nasa_kandinsky5_negative"  # NASACallState attribute: the negative after the text blocks, this call
 
@@ -120,7 +120,7 @@ class Kandinsky5Adapter(NASAAdapter):
     def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
         depth = len(model_patcher.model.diffusion_model.visual_transformer_blocks)
         return [(f"diffusion_model.visual_transformer_blocks.{i}.cross_attention", i, block_group(i, depth))
-                for i in range(depth) if block_group(i, depth) in blocks]
+                for i in chosen_blocks(depth, blocks, self.family)]
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         _, stock, text_stock = _k5_classes()

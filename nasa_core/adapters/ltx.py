@@ -7,7 +7,8 @@ values through ``to_v``, and the additive text mask ComfyUI builds from the prom
 every prompt to at least 128 tokens). NASA object-patches each block's ``attn2`` (see ``dit_crossattn``): Z+ is the
 model's own masked attention call with the mask it was given (so the positive's padding stays hidden exactly as
 without NASA), Z- is the same call over the negative's keys, with the negative's own padding hidden by a key
-mask of its own (``negative_valid``: the attention mask tagged on the negative, else its all-zero rows), and
+mask of its own (``negative_valid``: the attention mask of the negative's CONDITIONING, which Apply NASA Model
+Patch passes along, or one tagged on the tensor, else its all-zero rows), and
 ``to_out`` takes Z+ - alpha Z-. attn1 (self-attention) and the feed-forward are untouched. The negative's
 caption projection and K-/V- are cached between steps (they do not depend on the timestep).
 
@@ -24,9 +25,9 @@ import torch
 
 from .base import NASAAdapter, NASASettings, UnsupportedModelError
 from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, install_state_publisher,
-                            negative_key_mask, negative_valid, occupants, steer_rows, subtract_projected,
-                            weighted_modules)
+from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, chosen_blocks,
+                            install_state_publisher, negative_key_mask, negative_valid, occupants, steer_rows,
+                            subtract_projected, weighted_modules)
 
 
 def _ltx_classes():
@@ -124,13 +125,15 @@ class LTXVAdapter(NASAAdapter):
 
     def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
         depth = len(model_patcher.model.diffusion_model.transformer_blocks)
-        return [(f"diffusion_model.transformer_blocks.{i}.attn2", i, block_group(i, depth)) for i in range(depth)
-                if block_group(i, depth) in blocks]
+        return [(f"diffusion_model.transformer_blocks.{i}.attn2", i, block_group(i, depth))
+                for i in chosen_blocks(depth, blocks, self.family)]
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         stock = _ltx_classes()[1]
         embedder = model_patcher.get_model_object("diffusion_model.caption_projection")
-        valid = None if settings.negative is None else negative_valid(settings.negative)
+        # the negative's own T5 padding: its CONDITIONING's attention mask (Apply NASA Model Patch passes the dict)
+        mask = (settings.negative_extra or {}).get("attention_mask")
+        valid = None if settings.negative is None else negative_valid(settings.negative, mask)
         cache = DiTNegativeCache()
         layers = self.layers(model_patcher, settings.blocks)
         for key, index, group in layers:
