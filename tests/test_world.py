@@ -137,6 +137,16 @@ def test_world_v1_is_unchanged():
     assert {a["quality"] for a in sample_attributes(1, 200, V1_SPEC)} == {"clean"}
 
 
+def test_world_v2_training_batches_are_pinned():
+    """The world-v2 teacher run (runs/teacher_v2_*) resumes across sessions on these exact batches: a change to
+    world v2's drawing or captions must be a new world (v3), not an edit of v2."""
+    images, _, captions = batch_for_step(0, 1234, 16, V2_SPEC)
+    assert float(images.double().sum()) == pytest.approx(-89564.86400204523, abs=1e-6)
+    assert float((images.double() ** 2).sum()) == pytest.approx(115587.16995589761, abs=1e-6)
+    assert captions[:3] == ["small shape on a black background, worst quality", "two large shapes, worst quality",
+                            "red shape on the left, low quality"]
+
+
 def test_world_v2_priors_are_skewed_as_documented():
     attrs = sample_attributes(77, 4000)
     n = len(attrs)
