@@ -150,17 +150,18 @@ def test_block_against_plain_torch_reference_at_kandinsky5_lite_width():
     """Kandinsky 5 lite's real widths (model 1792 = 28 heads x 64, ff 7168, time 512, Qwen2.5-VL 3584, CLIP-L 768,
     its two text blocks), one visual block: the patched cross-attention equals
     out_layer(softmax(QK+)V+ - alpha softmax(QK-)V-), computed here in float64, with K-/V- from the negative as the
-    model's own text blocks refine it: the context the unpatched model gives that text as the prompt, in the same
-    step with the same pooled CLIP-L."""
+    model's own text blocks refine it: the context the unpatched model gives that text as the prompt, with its own
+    pooled CLIP-L, in the same step."""
     big = k5_patcher(model_dim=1792, ff_dim=7168, time_dim=512, text_dim=3584, pooled_dim=768, axes=(16, 24, 24),
                      visual_blocks=1)
     positive = cond(1, tokens=6, width=3584, pooled_width=768)
     negative, alpha = neg(2, tokens=4, width=3584), 0.5
+    extra = {"pooled_output": pooled(2, 768)}  # the negative's CONDITIONING dict, as Apply NASA Model Patch passes it
     latent = dk.video_latent(frames=1, size=4)  # 1 x 2 x 2 visual tokens
     key = "diffusion_model.visual_transformer_blocks.0.cross_attention"
-    patched = apply_nasa(big, negative, alpha)
+    patched = apply_nasa(big, negative, alpha, negative_extra=extra)
     args, kwargs, output = first_call(patched, key, positive, latent)
-    as_prompt = [[negative, dict(positive[0][1])]]
+    as_prompt = [[negative, extra]]
     (n_args, _, _) = first_call(big, key, as_prompt, latent)
     refined = n_args[1]
     assert refined.shape == (1, 4, 1792)
@@ -196,6 +197,22 @@ def test_block_choice(model, blocks, chosen):
     assert (sample(patched, cond(1)) - sample(model, cond(1))).abs().max() > 1e-4
 
 
+def test_the_negatives_own_pooled_clip_through_the_node(model):
+    """Apply NASA Model Patch passes the negative's CONDITIONING dict: its pooled CLIP-L sets the time_embed it is
+    refined with (what the model would give it as a prompt); without one, each row's own time_embed is used."""
+    pos = cond(1)
+    node, = ApplyNASAModelPatch().patch(model, 0.7, nasa_negative=[[neg(2), {"pooled_output": pooled(2)}]])
+    direct = apply_nasa(model, neg(2), 0.7, negative_extra={"pooled_output": pooled(2)})
+    out = sample(node, pos, steps=2)
+    assert torch.equal(out, sample(direct, pos, steps=2))
+    rows_own = sample(apply_nasa(model, neg(2), 0.7), pos, steps=2)
+    assert (out - rows_own).abs().max() > 1e-4
+    same_as_prompt = sample(apply_nasa(model, neg(2), 0.7, negative_extra={"pooled_output": pooled(1)}), pos, steps=2)
+    torch.testing.assert_close(same_as_prompt, rows_own, rtol=1e-5, atol=1e-5)
+    with pytest.raises(NASAInputError, match="pooled CLIP-L"):
+        apply_nasa(model, neg(2), 0.7, negative_extra={"pooled_output": torch.randn(1, 768)})
+
+
 def test_per_prompt_negative_equals_model_wide_negative(model):
     dk.check_per_prompt_equals_model_wide(model, sample, cond, neg)
 
@@ -217,9 +234,11 @@ def test_cfg_leaves_the_uncond_branch_alone(model):
     dk.check_cfg_leaves_uncond_alone(model, sample, cond, neg)
 
 
-def test_under_cfg_the_cond_row_is_refined_with_its_own_time_embed(model):
+@pytest.mark.parametrize("own_pooled", [False, True], ids=["row-time-embed", "negative-pooled"])
+def test_under_cfg_the_cond_row_is_refined_with_its_own_time_embed(model, own_pooled):
     """In a CFG batch (cond and uncond rows, each with its own pooled CLIP-L), the negative NASA subtracts from the
-    cond row is refined under that row's time_embed: the cond prediction is the one of the cfg-1 run."""
+    cond row is refined under that row's time_embed (or its timestep and the negative's own pooled CLIP-L): the cond
+    prediction is the one of the cfg-1 run."""
     conds = {}
 
     def capture(tag):
@@ -229,7 +248,7 @@ def test_under_cfg_the_cond_row_is_refined_with_its_own_time_embed(model):
         return post
 
     for tag, cfg in (("cfg1", 1.0), ("cfg4", 4.0)):
-        m = apply_nasa(model, neg(2), 0.7)
+        m = apply_nasa(model, neg(2), 0.7, negative_extra={"pooled_output": pooled(2)} if own_pooled else None)
         m.set_model_sampler_post_cfg_function(capture(tag))
         sample(m, cond(1), negative=cond(9), cfg=cfg)
     torch.testing.assert_close(conds["cfg4"], conds["cfg1"], rtol=1e-5, atol=1e-5)

@@ -8,10 +8,13 @@ by the call's ``time_embed`` = timestep embedding + the pooled CLIP-L of the pro
 ``to_key``/``key_norm`` and ``to_value``, then ``out_layer``. There is no text mask (ComfyUI gives the model none).
 
 The negative takes the same road, once per call: an object patch on the first text block runs the stock block for
-the prompt and then ``text_embeddings`` and every text block on the negative, with the ``time_embed`` row of each
-batch row NASA steers (its timestep and its prompt's pooled CLIP-L: the node hands NASA the negative's token
-tensor only) and the RoPE of the negative's length. Since the refined negative changes with the timestep it is
-not cached between steps. Each visual block's ``cross_attention`` is object-patched: Z+ - alpha Z- before
+the prompt and then ``text_embeddings`` and every text block on the negative, with the RoPE of the negative's
+length and the ``time_embed`` the model would give the negative as a prompt in this step: this call's timestep
+embedding plus ``pooled_text_embeddings`` of the negative's own pooled CLIP-L, which Apply NASA Model Patch passes
+from the negative's CONDITIONING (a ``DIFFUSION_MODEL`` wrapper, ``K5NegativeTime``, computes it per steered row).
+A negative that comes without one (NASA Negative Conditioning carries the token tensor only, or ``apply_nasa``
+called with a bare tensor) is refined with each steered row's own ``time_embed`` (its timestep and its prompt's
+pooled CLIP-L). Since the refined negative changes with the timestep it is not cached between steps. Each visual block's ``cross_attention`` is object-patched: Z+ - alpha Z- before
 ``out_layer``, with K- = key_norm(to_key(E-)) and V- = to_value(E-) from that block's own projections. The
 positive text, the text blocks' output for it and the visual self-attention are untouched.
 """
@@ -19,12 +22,16 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+import torch
+
+from ..attention import NASAInputError
 from .base import NASAAdapter, NASASettings
 from .comfy_runtime import NASARun, install_wrapper
 from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks, current_state, occupants,
                             steer_rows, subtract_projected)
 
 _REFINED = "nasa_kandinsky5_negative"  # NASACallState attribute: the negative after the text blocks, this call
+_TIME = "nasa_kandinsky5_negative_time"  # NASACallState attribute: the time_embed the negative is refined with
 
 
 def _k5_classes():
@@ -54,7 +61,9 @@ class K5NASATextBlock(NASAObjectCrossAttention):
         state = self.active_state(transformer_options)
         if state is not None:
             rows = slice(None) if state.rows is None else state.rows
-            te = time_embed[rows]  # one row per steered batch row: its timestep and its prompt's pooled CLIP-L
+            te = getattr(state, _TIME, None)  # the negative's own time_embed (K5NegativeTime), else each steered
+            if te is None:                    # row's own: its timestep and its prompt's pooled CLIP-L
+                te = time_embed[rows]
             neg = state.negative.to(device=x.device, dtype=x.dtype)
             if state.neg_rows is not None:
                 neg = neg[state.neg_rows]
@@ -73,6 +82,29 @@ class K5NASATextBlock(NASAObjectCrossAttention):
     def active_state(self, transformer_options=None):  # every call with a decision: the blocks choose their own
         self.run.layer_calls += 1
         return current_state(self.run.state_key, transformer_options)
+
+
+class K5NegativeTime:
+    """``DIFFUSION_MODEL`` wrapper, installed when the model-wide negative's CONDITIONING has its pooled CLIP-L (as
+    Kandinsky 5's text encoder gives every prompt): the ``time_embed`` the model would give the negative as a
+    prompt in this call, ``time_embeddings(timestep) + pooled_text_embeddings(its pooled CLIP-L)``, per steered row."""
+
+    def __init__(self, run: NASARun, pooled):
+        self.run, self.pooled = run, pooled
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, executor, x, timestep, context, y, *args, transformer_options={}, **kwargs):
+        state = current_state(self.run.state_key, transformer_options)
+        if state is not None and state.source == "model":
+            dm = executor.class_obj
+            t = timestep if state.rows is None else timestep[state.rows]
+            pooled = dm.pooled_text_embeddings(self.pooled.to(device=x.device, dtype=x.dtype))
+            if state.neg_rows is not None and pooled.shape[0] != 1:
+                pooled = pooled[state.neg_rows]
+            setattr(state, _TIME, dm.time_embeddings(t, x.dtype) + pooled)
+        return executor(x, timestep, context, y, *args, transformer_options=transformer_options, **kwargs)
 
 
 class K5NASACrossAttention(NASAObjectCrossAttention):
@@ -138,5 +170,15 @@ class Kandinsky5Adapter(NASAAdapter):
             patch = K5NASACrossAttention(run, None, key, group, original, previous, embedder, embedder, stock)
             model_patcher.add_object_patch(key, patch)
             run.slots.append(("object", key, patch))
+        pooled = (settings.negative_extra or {}).get("pooled_output")
+        if isinstance(pooled, torch.Tensor) and settings.negative is not None:
+            import comfy.patcher_extension
+            if pooled.shape[0] not in (1, settings.negative.shape[0]) or \
+                    pooled.shape[-1] != model.pooled_text_embeddings.in_layer.in_features:
+                raise NASAInputError(f"the negative's pooled CLIP-L output {tuple(pooled.shape)} does not fit this "
+                                     f"Kandinsky 5 model (width {model.pooled_text_embeddings.in_layer.in_features}, "
+                                     f"negative batch {settings.negative.shape[0]})")
+            model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                               f"comfyui_nasa_{run.state_key}_time", K5NegativeTime(run, pooled))
         install_wrapper(model_patcher, run)
         return len(layers)
