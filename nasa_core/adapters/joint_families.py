@@ -5,6 +5,7 @@ forward in ComfyUI's tree; the blocks themselves always run their own code.
 """
 from __future__ import annotations
 
+import importlib
 from typing import List, Tuple
 
 import torch
@@ -22,8 +23,15 @@ class JointRowsFamily:
     untouched = "nothing else"  # README: which tokens NASA never steers or subtracts on this family
     slot = "dit"                # "dit": patches_replace["dit"]; "object": an object patch on each block
 
+    model_class = None  # (module, class name) of the diffusion model, matched exactly (not its subclasses)
+
     def matches(self, model_patcher) -> bool:
-        raise NotImplementedError
+        module, name = self.model_class
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # a release without this family
+            return False
+        return type(_dm(model_patcher)) is cls
 
     def context_width(self, dm) -> int:
         return dm.txt_in.in_features
@@ -70,12 +78,7 @@ class ChromaRows(JointRowsFamily):
     name = display = "Chroma"
     untouched = "the positive text rows"
 
-    def matches(self, model_patcher) -> bool:
-        try:
-            from comfy.ldm.chroma.model import Chroma
-        except ImportError:
-            return False
-        return type(_dm(model_patcher)) is Chroma
+    model_class = ("comfy.ldm.chroma.model", "Chroma")
 
 
 class Flux2Rows(JointRowsFamily):
@@ -127,12 +130,7 @@ class QwenImageRows(JointRowsFamily):
     display = "Qwen-Image (and Edit)"
     untouched = "the positive text, edit reference latents after the generated image"
 
-    def matches(self, model_patcher) -> bool:
-        try:
-            from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
-        except ImportError:
-            return False
-        return type(_dm(model_patcher)) is QwenImageTransformer2DModel
+    model_class = ("comfy.ldm.qwen_image.model", "QwenImageTransformer2DModel")
 
     def block_lists(self, dm):
         return [("double", list(dm.transformer_blocks))]
@@ -165,12 +163,7 @@ class HunyuanRows(JointRowsFamily):
     image_first = True
     untouched = "the positive text, byT5 glyph tokens, I2V vision tokens, reference latents before the image"
 
-    def matches(self, model_patcher) -> bool:
-        try:
-            from comfy.ldm.hunyuan_video.model import HunyuanVideo
-        except ImportError:
-            return False
-        return type(_dm(model_patcher)) is HunyuanVideo
+    model_class = ("comfy.ldm.hunyuan_video.model", "HunyuanVideo")
 
     def embed(self, dm, neg, valid, info):
         t = info.model_timestep.to(neg.device)
@@ -208,12 +201,7 @@ class LuminaRows(JointRowsFamily):
     slot = "object"
     untouched = "the positive caption and its pad tokens, the image pad tokens"
 
-    def matches(self, model_patcher) -> bool:
-        try:
-            from comfy.ldm.lumina.model import NextDiT
-        except ImportError:
-            return False
-        return type(_dm(model_patcher)) is NextDiT
+    model_class = ("comfy.ldm.lumina.model", "NextDiT")
 
     def context_width(self, dm) -> int:
         return dm.cap_embedder[1].in_features
@@ -300,12 +288,7 @@ class HiDreamRows(JointRowsFamily):
     slot = "object"
     untouched = "the positive text (T5 and every Llama layer)"
 
-    def matches(self, model_patcher) -> bool:
-        try:
-            from comfy.ldm.hidream.model import HiDreamImageTransformer2DModel
-        except ImportError:
-            return False
-        return type(_dm(model_patcher)) is HiDreamImageTransformer2DModel
+    model_class = ("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel")
 
     def context_width(self, dm) -> int:
         return dm.caption_projection[-1].linear.in_features
