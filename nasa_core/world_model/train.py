@@ -257,6 +257,9 @@ def main(argv: Optional[List[str]] = None):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, help=f"(default {f.default})",
                        **({"choices": ARCHS} if f.name == "arch" else {}))
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--export-every", type=int, default=0,
+                   help="also write the EMA weights as OUT/ema_<step>.safetensors every N steps (a learning curve to "
+                        "evaluate later; 9 MB each)")
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop (with a checkpoint) at this step of the --steps-long schedule: a session's share of a "
                         "long run; --resume continues it exactly")
@@ -297,6 +300,8 @@ def main(argv: Optional[List[str]] = None):
             if trainer.step % cfg.ckpt_every == 0 or trainer.step == stop:
                 f.flush()
                 trainer.save()
+            if args.export_every and trainer.step % args.export_every == 0:
+                trainer.export(str(out / f"ema_{trainer.step:06d}.safetensors"))
             if cfg.sample_every and trainer.step % cfg.sample_every == 0:
                 trainer.sample_grid(out / f"samples_{trainer.step:06d}.png")
         bar.close()
