@@ -457,3 +457,34 @@ def test_hidream_negative_needs_its_llama_states():
         sample(enabled, spec, carried)
     patched, = apply_node.patch(model, 0.5, nasa_negative=negative)  # the node passes the dict along
     assert not torch.equal(sample(patched, spec, positive), sample(model, spec, positive))
+
+
+def test_qwen_image_edit_reference_latents_are_never_steered():
+    """Qwen-Image-Edit's reference latents sit after the generated image in the joint sequence: their rows of block
+    0's joint attention are bit-identical with NASA, while the generated image's rows are steered."""
+    spec = family_or_skip("qwen_image")
+    needs_override()
+    model = spec["make"]()
+    ref = torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    positive = [[text(1, 6, spec["ctx"]), {"reference_latents": [ref]}]]
+    _, img_plain, _, _ = run_block0(model, spec, positive)
+    _, img_nasa, _, _ = run_block0(apply_nasa(model, text(2, 5, spec["ctx"]), 0.8), spec, positive)
+    generated = 16  # 8 x 8 latent, 2 x 2 patches
+    assert img_plain.shape[1] == 2 * generated  # the reference's tokens are there
+    assert torch.equal(img_nasa[:, generated:], img_plain[:, generated:])
+    assert (img_nasa[:, :generated] - img_plain[:, :generated]).abs().max() > 1e-4
+
+
+def test_hunyuan_video15_byt5_glyph_tokens_are_never_subtracted():
+    """HunyuanVideo 1.5 puts byT5 glyph tokens in front of the LLM text: with NASA every positive text row (glyph
+    tokens included) keeps its joint-attention output bit for bit, and the negative (LLM text only) follows them."""
+    spec = family_or_skip("hunyuan_video15")
+    needs_override()
+    model = spec["make"]()
+    glyphs = torch.randn(1, 3, 1472, generator=torch.Generator().manual_seed(6))
+    positive = [[text(1, 6, spec["ctx"]), {"pooled_output": torch.zeros(1, 16), "conditioning_byt5small": glyphs}]]
+    _, img_plain, txt_plain, _ = run_block0(model, spec, positive)
+    _, img_nasa, txt_nasa, _ = run_block0(apply_nasa(model, text(2, 5, spec["ctx"]), 0.8), spec, positive)
+    assert txt_plain.shape[1] == 3 + 6
+    assert torch.equal(txt_nasa[:, :9], txt_plain)
+    assert (img_nasa - img_plain).abs().max() > 1e-4
