@@ -36,10 +36,12 @@ from benchlib import count_flops, load_average, nasa_run_of, pct, run_metadata, 
 # post-attention text modules (the floor's exclusion), and what a pooled/guidance input the model wants.
 FAMILIES = {
     "Qwen-Image, 1328 px": dict(
+        text_rows=128, image_tokens=83 * 83,
         config="QwenImage", unet={"image_model": "qwen_image", "in_channels": 64, "num_layers": 60},
         latent=(1, 16, 1, 166, 166), tokens=128, width=3584, post=("attn.to_add_out", "txt_mlp"),
         small={"num_layers": 2}, small_latent=(1, 16, 1, 32, 32)),
     "FLUX.2 dev, 1024 px": dict(
+        text_rows=512, image_tokens=64 * 64,
         config="Flux2", unet={"image_model": "flux2", "axes_dim": [32, 32, 32, 32], "num_heads": 48, "mlp_ratio": 3.0,
                               "theta": 2000, "out_channels": 128, "global_modulation": True, "mlp_silu_act": True,
                               "qkv_bias": False, "ops_bias": False, "default_ref_method": "index",
@@ -51,6 +53,7 @@ FAMILIES = {
         post=("txt_attn.proj", "txt_mlp", "linear2"), small={"depth": 1, "depth_single_blocks": 1},
         small_latent=(1, 128, 16, 16)),
     "Chroma, 1024 px": dict(
+        text_rows=128, image_tokens=64 * 64,
         config="Chroma", unet={"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 4096,
                                "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 19,
                                "depth_single_blocks": 38, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
@@ -60,6 +63,7 @@ FAMILIES = {
         post=("txt_attn.proj", "txt_mlp", "linear2"), small={"depth": 1, "depth_single_blocks": 1},
         small_latent=(1, 16, 32, 32)),
     "HunyuanVideo 1.5, 720p, 121 frames": dict(
+        text_rows=128, image_tokens=31 * 45 * 80,
         config="HunyuanVideo15", unet={"image_model": "hunyuan_video", "in_channels": 65, "out_channels": 32,
                                        "vec_in_dim": None, "context_in_dim": 3584, "hidden_size": 2048,
                                        "mlp_ratio": 4.0, "num_heads": 16, "depth": 54, "depth_single_blocks": 0,
@@ -70,6 +74,7 @@ FAMILIES = {
         latent=(1, 32, 31, 45, 80), tokens=128, width=3584, pooled=True, concat=33,
         post=("txt_attn.proj", "txt_mlp"), small={"depth": 2}, small_latent=(1, 32, 3, 16, 16)),
     "Z-Image-Turbo, 1024 px": dict(
+        text_rows=128, image_tokens=64 * 64,
         config="ZImage", unet={"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 3840,
                                "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "n_kv_heads": 30,
                                "qk_norm": True, "cap_feat_dim": 2560, "axes_dims": [32, 48, 48],
@@ -79,6 +84,7 @@ FAMILIES = {
         post=("attention.out", "attention_norm2", "feed_forward"), small={"n_layers": 2},
         small_latent=(1, 16, 32, 32)),
     "HiDream-I1, 1024 px": dict(
+        text_rows=3 * 128, image_tokens=64 * 64,
         config="HiDream", unet={"image_model": "hidream", "attention_head_dim": 128, "axes_dims_rope": [64, 32, 32],
                                 "caption_channels": [4096, 4096], "max_resolution": [128, 128], "in_channels": 16,
                                 "llama_layers": list(range(32)) + [31] * 16, "num_attention_heads": 20,
@@ -295,6 +301,17 @@ def main(argv=None):
                      f"({d['steered']} / {d['blocks']} of {r['depth']}) | {pct(d['floor'], b):+.2f}% | "
                      f"{(d['flops'] - b) / d['floor']:.3f}x | {pct(a['flops'] - b, b):+.2f}% | {pct(a['floor'], b):+.2f}% "
                      f"| {pct(r['cfg'] - b, b):+.0f}% |")
+    lines += ["", "Where instability may start (arithmetic on the workloads above, not a measurement on real weights): "
+              "with attention spread evenly, the positive text's share of an image query's joint attention is "
+              "T / (T + N) (T text rows the model attends, N image tokens), while alpha * Z- has the size of alpha "
+              "times a value row; their ratio at alpha 0.1 is 0.1 / share. bench_joint.py measured 1.7x this way on "
+              "FLUX.1 at 256 tokens (|Z-| about 17x the text share of Z+).", "",
+              "| family, workload | text rows T | image tokens N | text share T/(T+N) | 0.1 x Z- / text share |",
+              "| --- | --- | --- | --- | --- |"]
+    for name in args.families:
+        f = FAMILIES[name]
+        share = f["text_rows"] / (f["text_rows"] + f["image_tokens"])
+        lines.append(f"| {name} | {f['text_rows']} | {f['image_tokens']} | {100 * share:.2f}% | {0.1 / share:.1f}x |")
     skipped = [f"{n}: {FAMILIES[n]['no_meta_flops']}" for n in args.families if FAMILIES[n].get("no_meta_flops")]
     if skipped:
         lines += ["", "No FLOP count for " + "; ".join(skipped) + "."]
