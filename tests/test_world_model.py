@@ -1,5 +1,6 @@
 """The world teacher: its trainer (resume, atomic checkpoints, clear errors) and the bundled model as a
 ComfyUI MODEL/CLIP/VAE sampled through comfy.sample and patched by the NASA nodes. Nothing is retrained."""
+import json
 import sys
 from pathlib import Path
 
@@ -91,6 +92,31 @@ def test_non_finite_loss_stops_with_the_step_named(tmp_path):
         next(trainer.unet.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="at step 0; last good checkpoint"):
         trainer.train_step()
+
+
+@pytest.mark.parametrize("arch", ["unet", "flux"])
+def test_world_v2_per_channel_scale_width_and_text_layers_survive_export(tmp_path, arch):
+    """A world-v2 run with the latent scaled per channel (and, for the UNet, another width and text depth):
+    the model trains on the scaled latent, the export carries the scale and the world, the loader rebuilds the
+    same model, and ComfyUI's sampler returns raw latents that the world VAE decodes."""
+    kw = dict(width=96, text_layers=1) if arch == "unet" else {}
+    trainer = WorldTrainer(tiny(tmp_path, arch=arch, world="v2", latent_norm="channel", **kw))
+    x0 = trainer.batch(0)[0]
+    assert abs(float(x0.std()) - 1.0) < 0.35  # the scaled latent: about unit variance (raw: about 0.35)
+    trainer.train_step()
+    path = tmp_path / "world.safetensors"
+    trainer.export(str(path))
+    meta = wm.checkpoint_metadata(str(path))
+    assert meta["world"] == "v2" and len(json.loads(meta["latent_std"])) == wm.LATENT_CHANNELS
+    model, clip, vae = wm.load_world_checkpoint(str(path))
+    assert torch.allclose(model.model.latent_format.channel_std, torch.tensor(trainer.latent_std))
+    if arch == "unet":
+        assert model.model.diffusion_model.model_channels == 96
+        assert len(clip.cond_stage_model.encoder.encoder.layers) == 1
+    ema = {k: v.half().float() for k, v in trainer.ema_unet.items()}
+    assert all(torch.equal(ema[k], v.float()) for k, v in model.model.diffusion_model.state_dict().items())
+    latents = sample_latents(model, encode(clip, "a red circle, high quality"), encode(clip, ""), 1, 1.0, 0, 2)
+    assert vae.decode(latents).shape == (2, 64, 64, 3)
 
 
 def test_exported_checkpoint_loads_as_comfy_model_clip_vae(tmp_path):
