@@ -164,12 +164,15 @@ def last_block_post(counts_nasa, counts_none, spec, last_name):
     return extra
 
 
-def flops_for(name, alpha):
+def flops_for(name, alpha, small=False):
+    """small: the reduced configuration the wall-clock part times (its FLOPs predict the time ratio)."""
     import torch
     from comfyui_nasa.nasa_core.adapters import apply_nasa
     meta = torch.device("meta")
     spec = FAMILIES[name]
-    model, patcher = build(name, device=meta)
+    if small:
+        spec = dict(spec, latent=spec["small_latent"])
+    model, patcher = build(name, device=meta, small=small)
     dm = model.diffusion_model
     neg_tokens = spec.get("neg_tokens", spec["tokens"])
     negative = torch.zeros(1, neg_tokens, spec["width"])  # a CONDITIONING tensor on the CPU; moved to meta by NASA
@@ -259,8 +262,13 @@ def wallclock_for(name, alpha, reps):
                 times[k].append(dt)
     times = {k: v[1:] for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
-    return dict(model=name, latent=list(lat), nasa_ratio=med["nasa"] / med["none"], cfg_ratio=med["cfg"] / med["none"],
-                median_s=med)
+    paired = {k: statistics.median(a / b for a, b in zip(times[k], times["none"])) for k in ("nasa", "cfg")}
+    out = dict(model=name, latent=list(lat), nasa_ratio=med["nasa"] / med["none"], cfg_ratio=med["cfg"] / med["none"],
+               paired_nasa=paired["nasa"], paired_cfg=paired["cfg"], median_s=med, times_s=times)
+    if not spec.get("no_meta_flops"):
+        small = flops_for(name, alpha, small=True)
+        out["flops_predict"] = small["all"]["flops"] / small["base"]
+    return out
 
 
 def main(argv=None):
@@ -285,12 +293,14 @@ def main(argv=None):
         print(f"{name}: {b / 1e12:.3f} TFLOP; NASA default {pct(r['default']['flops'] - b, b):+.2f}% "
               f"(floor {pct(r['default']['floor'], b):+.2f}%), all {pct(r['all']['flops'] - b, b):+.2f}%, "
               f"CFG {pct(r['cfg'] - b, b):+.1f}%", flush=True)
-    la = load_average()
+    la = la_after = load_average()
     if not args.skip_wallclock:
         for name in args.families:
             c = wallclock_for(name, args.alpha, args.reps)
             clocks.append(c)
-            print(f"{name}: CPU NASA/none {c['nasa_ratio']:.3f}x, CFG/none {c['cfg_ratio']:.3f}x", flush=True)
+            print(f"{name}: CPU NASA/none {c['nasa_ratio']:.3f}x (paired {c['paired_nasa']:.3f}x, FLOPs predict "
+                  f"{c.get('flops_predict', float('nan')):.3f}x), CFG/none {c['cfg_ratio']:.3f}x", flush=True)
+    la_after = load_average()
     lines = ["FLOPs of one denoiser call (meta device, ComfyUI's real configs; the negative as long as the positive, "
              "FLUX.2's positive left-padded to 512 by ComfyUI, its negative 128 real tokens).", "",
              "| family, workload | one call | NASA, default blocks (steered / patched of all) | its floor | NASA / floor "
@@ -316,11 +326,15 @@ def main(argv=None):
     if skipped:
         lines += ["", "No FLOP count for " + "; ".join(skipped) + "."]
     if clocks:
-        lines += ["", f"CPU wall-clock, real width, 2 blocks (all steered), reduced latent; median of {args.reps} "
-                  f"interleaved repetitions; load average before: {la}.", "",
-                  "| family | latent | NASA / none | CFG / none |", "| --- | --- | --- | --- |"]
+        lines += ["", f"CPU wall-clock, real width, 2 blocks (all steered), reduced latent; ratio of medians of "
+                  f"{args.reps} interleaved repetitions (median of per-repetition ratios in brackets), next to the "
+                  f"ratio the same configuration's FLOPs predict; load average before / after: {la} / {la_after} "
+                  "(a shared machine: ratios far from the FLOP prediction are noise).", "",
+                  "| family | latent | NASA / none | FLOPs predict | CFG / none |", "| --- | --- | --- | --- | --- |"]
         for c in clocks:
-            lines.append(f"| {c['model']} | {c['latent']} | {c['nasa_ratio']:.3f}x | {c['cfg_ratio']:.3f}x |")
+            pred = f"{c['flops_predict']:.3f}x" if "flops_predict" in c else "-"
+            lines.append(f"| {c['model']} | {c['latent']} | {c['nasa_ratio']:.3f}x ({c['paired_nasa']:.3f}x) | {pred} "
+                         f"| {c['cfg_ratio']:.3f}x ({c['paired_cfg']:.3f}x) |")
     write_report(args.out, "\n".join(lines), {"meta": meta, "flops": rows, "wallclock": clocks})
 
 
