@@ -61,6 +61,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--steps", type=int, nargs="+", default=[4, 20])
     p.add_argument("--schedulers", nargs="+", default=["normal"])
+    p.add_argument("--samplers", nargs="+", default=["euler"])
     p.add_argument("--kappa", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--world", default=None, help="v1 or v2 (default: each checkpoint's)")
@@ -86,21 +87,21 @@ def main(argv=None):
             den = denoise_errors(loaded, spec, args.seed)
             denoise_rows.append((Path(ck).stem, meta.get("step", "?"), den))
             payload.append({"checkpoint": ck, "denoise": den})
-        for sched in ([] if args.no_samples else args.schedulers):
-            for steps in args.steps:
-                t0 = time.time()
-                ev = world_quality.evaluate(loaded, args.n, steps, args.kappa, args.seed, spec=spec, scheduler=sched,
-                                            progress=f"{Path(ck).stem} {steps} {sched}")
-                noise = [r["_noise"] for r in ev["reads"] if r.get("_noise") is not None]
-                edge = [r["_edge"] for r in ev["reads"] if r.get("_edge") is not None]
-                truths = world_quality.prompts_and_truths(args.n, args.seed, spec)[1]
-                six = world.share(all(r.get(k) == t.get(k) for k in keys) for r, t in zip(ev["reads"], truths))
-                rows.append((Path(ck).stem, meta.get("step", "?"), steps, sched, ev, six,
-                             sum(noise) / max(1, len(noise)), sum(edge) / max(1, len(edge)), time.time() - t0))
-                payload.append({"checkpoint": ck, "train_step": meta.get("step"), "steps": steps, "scheduler": sched,
-                                **world_quality.as_json(ev)})
-    head = ["checkpoint", "trained steps", "steps", "scheduler"] + keys + ["all six", "subject", "clean", "noise",
-                                                                           "edge px"]
+        runs = [(sm, sc, st) for sm in args.samplers for sc in args.schedulers for st in args.steps]
+        for sampler, sched, steps in ([] if args.no_samples else runs):
+            t0 = time.time()
+            ev = world_quality.evaluate(loaded, args.n, steps, args.kappa, args.seed, spec=spec, scheduler=sched,
+                                        sampler=sampler, progress=f"{Path(ck).stem} {steps} {sampler} {sched}")
+            noise = [r["_noise"] for r in ev["reads"] if r.get("_noise") is not None]
+            edge = [r["_edge"] for r in ev["reads"] if r.get("_edge") is not None]
+            truths = world_quality.prompts_and_truths(args.n, args.seed, spec)[1]
+            six = world.share(all(r.get(k) == t.get(k) for k in keys) for r, t in zip(ev["reads"], truths))
+            rows.append((Path(ck).stem, meta.get("step", "?"), steps, f"{sampler} {sched}", ev, six,
+                         sum(noise) / max(1, len(noise)), sum(edge) / max(1, len(edge)), time.time() - t0))
+            payload.append({"checkpoint": ck, "train_step": meta.get("step"), "steps": steps, "scheduler": sched,
+                            "sampler": sampler, **world_quality.as_json(ev)})
+    head = ["checkpoint", "trained steps", "steps", "sampler, scheduler"] + keys + ["all six", "subject", "clean",
+                                                                                  "noise", "edge px"]
     lines = [f"World-model ablations: {args.n} prompts naming every attribute, CFG {args.kappa:g}, seeds "
              f"{args.seed}..{args.seed + args.n - 1}; 95% Wilson intervals on 'all six'.", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]

@@ -54,7 +54,7 @@ def wrong_negative(truth: dict) -> str:
 
 
 def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=None, progress: str = "",
-             spec=None, negative: str = "", scheduler: str = "normal"):
+             spec=None, negative: str = "", scheduler: str = "normal", sampler: str = "euler"):
     """Reads of ``n`` all-attribute prompts: {"shares": per-attribute Share and "all", "named": Share (shows the
     subject and every named attribute), "clean": Share, "quality_score": Mean, "reads": [...]}."""
     from tqdm import tqdm
@@ -70,7 +70,8 @@ def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=Non
         m = model
         if nasa_alpha:
             m = apply_nasa(model, encode(clip, negative or wrong_negative(truth))[0][0], nasa_alpha)
-        latents = sample_latents(m, encode(clip, prompt), empty, steps, kappa, seed + i, 1, scheduler=scheduler)
+        latents = sample_latents(m, encode(clip, prompt), empty, steps, kappa, seed + i, 1, sampler=sampler,
+                                 scheduler=scheduler)
         reads += world.read_attributes(images_from_latents(latents), spec)
     keys = world.named_attributes(spec)
     named = [world.attributes_of_prompt(p, spec) for p in prompts]
