@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .spec import ATTRIBUTES, DEFAULT_SPEC, PAIR_POSITION, SHAPES, Attributes, WorldSpec
+from .spec import ATTRIBUTES, DEFAULT_SPEC, PAIR_POSITION, Attributes, WorldSpec
 from .spec import threads as _threads
 
 NOISE_LIMIT = 0.015
