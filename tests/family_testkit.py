@@ -109,3 +109,16 @@ def hidream_conditioning(seed, tokens=6, t5=32, llama=24, llama_states=3, llama_
     return [[torch.randn(1, tokens, t5, generator=g),
              {"pooled_output": torch.randn(1, 16, generator=g),
               "conditioning_llama3": torch.randn(1, llama_states, llama_tokens, llama, generator=g)}]]
+
+
+def hunyuan_image21_patcher(hidden=64, heads=4, ctx=40, depth=2, single=2, seed=0, axes=(8, 8)):
+    """HunyuanImage 2.1's layout (HunyuanVideo's class with a 2-D patch, a 64-channel latent, byT5 glyph tokens),
+    small."""
+    cfg = {"image_model": "hunyuan_video", "in_channels": 64, "out_channels": 64, "vec_in_dim": None,
+           "context_in_dim": ctx, "hidden_size": hidden, "mlp_ratio": 4.0, "num_heads": heads, "depth": depth,
+           "depth_single_blocks": single, "axes_dim": list(axes), "theta": 256, "patch_size": [1, 1],
+           "qkv_bias": True, "guidance_embed": False, "byt5": True, "meanflow": False,
+           "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}
+    import comfy.ldm.hunyuan_video.model as hunyuan_model
+    config_class = getattr(comfy.supported_models, "HunyuanImage21")
+    return _build(config_class, release_fields(cfg, hunyuan_model.HunyuanVideoParams), seed)

@@ -21,8 +21,8 @@ import torch
 import comfy.sample
 import comfy.ldm.modules.attention as comfy_attention
 
-from family_testkit import (chroma_patcher, flux2_patcher, hidream_patcher, hunyuan_video15_patcher, qwen_image_patcher,
-                            z_image_patcher)
+from family_testkit import (chroma_patcher, flux2_patcher, hidream_patcher, hunyuan_image21_patcher,
+                            hunyuan_video15_patcher, qwen_image_patcher, z_image_patcher)
 from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
 from comfyui_nasa.nasa_core.adapters.base import NASAInputError
 
@@ -64,6 +64,12 @@ FAMILIES = {
                             block0=lambda dm: dm.double_blocks[0], image_first=True,
                             needs=("comfy.model_base", "HunyuanVideo15"),
                             real=dict(hidden=2048, heads=16, depth=1, single=0, axes=(16, 56, 56))),
+    "hunyuan_image21": dict(make=hunyuan_image21_patcher, ctx=40, latent=(1, 64, 4, 4), pooled=None,
+                            img_out=lambda dm: dm.double_blocks[0].img_attn.proj,
+                            txt_out=lambda dm: dm.double_blocks[0].txt_attn.proj,
+                            block0=lambda dm: dm.double_blocks[0], image_first=True,
+                            needs=("comfy.supported_models", "HunyuanImage21"),
+                            real=dict(hidden=3584, heads=28, depth=1, single=0, axes=(64, 64))),
     # single stream [caption (padded to 32); image (padded to 32)]: one out-projection for all rows
     "z_image": dict(make=z_image_patcher, ctx=32, latent=(1, 16, 8, 8), pooled=None, single=True, pad=32,
                     object_slot=True,
