@@ -8,7 +8,7 @@ import torch
 
 import comfy.supported_models
 
-from dit_testkit import CPU, patcher
+from dit_testkit import patcher
 from nasa_testkit import init_weights
 
 
