@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_joint_families import FAMILIES, check_block0_reference, family_or_skip, needs_override
+from test_joint_families import FAMILIES, check_block0_reference, family_or_skip, needs_override, one_blas_thread  # noqa: F401
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
