@@ -23,13 +23,13 @@ import gc
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchlib import count_flops, load_average, nasa_run_of, pct, run_metadata, setup_runtime, write_report  # noqa: E402
+from benchlib import (count_flops, load_average, model_call as call, nasa_run_of, pct, run_metadata,  # noqa: E402
+                      setup_runtime, write_report)
 
 # name -> ComfyUI config class, unet_config of the real checkpoint (the values comfy/model_detection.py gives it,
 # or the class defaults it leaves), latent of the usual workload, text tokens and width, the last block's
@@ -128,20 +128,6 @@ def conds(spec, batch, device, tokens=None):
     return c
 
 
-def call(patcher, apply_model, x, sigma, c, cond_or_uncond):
-    """One denoiser call the way comfy.samplers.calc_cond_batch makes it."""
-    import torch
-    mo = patcher.model_options
-    to = dict(mo.get("transformer_options", {}))
-    to.update(cond_or_uncond=list(cond_or_uncond), uuids=[uuid.uuid4() for _ in cond_or_uncond], sigmas=sigma)
-    c = dict(c, transformer_options=to)
-    timestep = torch.cat([sigma] * len(cond_or_uncond))
-    wrapper = mo.get("model_function_wrapper")
-    if wrapper is not None:
-        return wrapper(apply_model, {"input": x, "timestep": timestep, "c": c, "cond_or_uncond": list(cond_or_uncond)})
-    return apply_model(x, timestep, **c)
-
-
 def per_module(fn):
     """{module fqn: FLOPs} and the total, from FlopCounterMode's per-module counts."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -150,6 +136,14 @@ def per_module(fn):
         fn()
     counts = {name: sum(int(v) for v in ops.values()) for name, ops in counter.get_flop_counts().items()}
     return int(counter.get_total_flops()), counts
+
+
+def block_name(dm, patch):
+    """The module name of the block a NASA slot patch (dit replace patch or object patch) stands for."""
+    from comfyui_nasa.nasa_core.adapters.joint_rows import RowsObjectBlock
+    inner = patch.patch if isinstance(patch, RowsObjectBlock) else patch
+    block = dict(inner.family.block_lists(dm))[inner.kind][inner.index]
+    return next(name for name, module in dm.named_modules() if module is block)
 
 
 def last_block_post(counts_nasa, counts_none, spec, last_name):
@@ -194,8 +188,7 @@ def flops_for(name, alpha, small=False):
                 kw["negative_extra"] = {"conditioning_llama3": torch.zeros(1, *spec["llama"])}
             patched = apply_nasa(patcher, negative, alpha, **kw)
             run = nasa_run_of(patched)
-            steered = [p for kind, key, p in run.slots if getattr(p, "apply", getattr(getattr(p, "patch", None),
-                                                                                     "apply", False))]
+            steered = [p for _, _, p in run.slots if p.apply]
             patched.patch_model(load_weights=False)  # object patches (Z-Image's layers), as ComfyUI's loader does
             try:
                 total, counts = per_module(lambda: call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
@@ -203,14 +196,7 @@ def flops_for(name, alpha, small=False):
                 patched.unpatch_model(unpatch_weights=False)
             if run.calls_applied < 1:
                 raise RuntimeError(f"{name}: NASA did not apply in the counted call")
-            last_kind, last_key, last_patch = run.slots[-1]
-            last_name = last_key if isinstance(last_key, str) else f"{last_key[0].split('_')[0]}_blocks.{last_key[1]}"
-            last_name = {"double_blocks": "double_blocks", "single_blocks": "single_blocks"}.get(last_name, last_name)
-            if spec["config"] == "QwenImage":
-                last_name = f"transformer_blocks.{last_key[1]}"
-            elif isinstance(last_key, str):
-                last_name = last_key.split("diffusion_model.", 1)[-1]
-            waste = last_block_post(counts, counts_none, spec, last_name)
+            waste = last_block_post(counts, counts_none, spec, block_name(dm, run.slots[-1][2]))
             out[label] = dict(flops=total, steered=len(steered), blocks=len(run.slots), waste=waste,
                               floor=total - base - waste)
     out.update(base=base, cfg=cfg, depth=len(getattr(dm, "double_blocks", [])) + len(getattr(dm, "single_blocks", []))

@@ -31,13 +31,12 @@ import gc
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchlib import (count_flops, cpu_peak_bytes, load_average, mib, nasa_run_of, pct,  # noqa: E402
+from benchlib import (count_flops, cpu_peak_bytes, load_average, mib, model_call, nasa_run_of, pct,  # noqa: E402
                       run_metadata, setup_runtime)
 from report import write_report  # noqa: E402
 
@@ -110,20 +109,12 @@ def build(name, device=None, **kw):
 
 
 def joint_call(patcher, apply_model, x, sigma, context, y, cond_or_uncond, guidance):
-    """One denoiser call the way comfy.samplers.calc_cond_batch makes it (benchlib.denoiser_call plus the
-    guidance input FLUX's forward takes)."""
+    """benchlib.model_call with the guidance input FLUX's forward takes."""
     import torch
-    mo = patcher.model_options
-    to = dict(mo.get("transformer_options", {}))
-    to.update(cond_or_uncond=list(cond_or_uncond), uuids=[uuid.uuid4() for _ in cond_or_uncond], sigmas=sigma)
-    c = {"c_crossattn": context, "y": y, "transformer_options": to}
+    c = {"c_crossattn": context, "y": y}
     if guidance:
         c["guidance"] = torch.zeros(x.shape[0], device=context.device)
-    timestep = torch.cat([sigma] * len(cond_or_uncond))
-    wrapper = mo.get("model_function_wrapper")
-    if wrapper is not None:
-        return wrapper(apply_model, {"input": x, "timestep": timestep, "c": c, "cond_or_uncond": list(cond_or_uncond)})
-    return apply_model(x, timestep, **c)
+    return model_call(patcher, apply_model, x, sigma, c, cond_or_uncond)
 
 
 # ------------------------------------------------------------------------------------------------------------

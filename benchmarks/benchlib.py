@@ -29,23 +29,27 @@ def setup_runtime(device: str):
     return f"modern tree ({where})" if comfy_path else f"PyPI copy (notcomfy, {where})"
 
 
-def denoiser_call(patcher, apply_model, x, sigma, context, y, cond_or_uncond):
-    """One denoiser call the way comfy.samplers.calc_cond_batch makes it."""
-    mo = patcher.model_options
-    transformer_options = dict(mo.get("transformer_options", {}))
-    transformer_options["cond_or_uncond"] = list(cond_or_uncond)
-    transformer_options["uuids"] = [uuid.uuid4() for _ in cond_or_uncond]
-    transformer_options["sigmas"] = sigma
-    c = {"c_crossattn": context, "transformer_options": transformer_options}
-    if y is not None:
-        c["y"] = y
-    chunks = len(cond_or_uncond)
+def model_call(patcher, apply_model, x, sigma, c, cond_or_uncond):
+    """One denoiser call the way comfy.samplers.calc_cond_batch makes it, with the model inputs ``c`` (without
+    transformer_options: the patcher's, with the call's cond_or_uncond / uuids / sigmas, are added here)."""
     import torch
-    timestep = torch.cat([sigma] * chunks)
+    mo = patcher.model_options
+    to = dict(mo.get("transformer_options", {}))
+    to.update(cond_or_uncond=list(cond_or_uncond), uuids=[uuid.uuid4() for _ in cond_or_uncond], sigmas=sigma)
+    c = dict(c, transformer_options=to)
+    timestep = torch.cat([sigma] * len(cond_or_uncond))
     wrapper = mo.get("model_function_wrapper")
     if wrapper is not None:
         return wrapper(apply_model, {"input": x, "timestep": timestep, "c": c, "cond_or_uncond": list(cond_or_uncond)})
     return apply_model(x, timestep, **c)
+
+
+def denoiser_call(patcher, apply_model, x, sigma, context, y, cond_or_uncond):
+    """model_call with a text context and an optional pooled vector (the UNets)."""
+    c = {"c_crossattn": context}
+    if y is not None:
+        c["y"] = y
+    return model_call(patcher, apply_model, x, sigma, c, cond_or_uncond)
 
 
 def nasa_run_of(patched):

@@ -289,6 +289,11 @@ class RowsObjectBlock(torch.nn.Module):
     def __deepcopy__(self, memo):
         return self
 
+    @property
+    def apply(self) -> bool:
+        """Whether this block steers (or only carries the negative on to the next one)."""
+        return self.patch.apply
+
     def forward(self, *args, **kwargs):
         # the family knows its block's signature: it packs the call into the dit-style args the patch takes
         return self.patch.family.object_forward(self.occupant, self.patch, *args, **kwargs)
