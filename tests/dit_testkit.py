@@ -202,8 +202,9 @@ def check_per_prompt_equals_model_wide(model, sample, cond, neg):
     assert not torch.allclose(a, sample(model, pos, steps=2), atol=1e-4)
 
 
-def check_cfg_leaves_uncond_alone(model, sample, cond, neg):
-    """Under CFG the model-wide negative acts on the cond branch only: the uncond prediction is bit-identical."""
+def check_cfg_leaves_uncond_alone(model, sample, cond, neg, patch=None):
+    """Under CFG the model-wide negative acts on the cond branch only: the uncond prediction is bit-identical.
+    ``patch(model)``: how NASA is applied (default: apply_nasa with ``neg(2)`` at alpha 0.8)."""
     from comfyui_nasa.nasa_core.adapters import apply_nasa
     captured = {}
 
@@ -215,7 +216,7 @@ def check_cfg_leaves_uncond_alone(model, sample, cond, neg):
 
     plain = model.clone()
     plain.set_model_sampler_cfg_function(capture("plain"))
-    nasa = apply_nasa(plain, neg(2), 0.8)
+    nasa = patch(plain) if patch is not None else apply_nasa(plain, neg(2), 0.8)
     nasa.set_model_sampler_cfg_function(capture("nasa"))
     for m in (plain, nasa):
         sample(m, cond(1), negative=cond(9), cfg=4.0)

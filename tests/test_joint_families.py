@@ -420,26 +420,17 @@ def test_negative_conditioning_alone_on_object_slot_families_says_so(name, caplo
 def test_cfg_leaves_the_uncond_branch_alone(name):
     spec = family_or_skip(name)
     needs_override()
-    model = spec["make"]()
-    captured = {}
+    from dit_testkit import check_cfg_leaves_uncond_alone
 
-    def capture(tag):
-        def cfg_fn(args):
-            captured[tag] = (args["cond_denoised"].clone(), args["uncond_denoised"].clone())
-            return args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * args["cond_scale"]
-        return cfg_fn
-
-    plain = model.clone()
-    plain.set_model_sampler_cfg_function(capture("plain"))
-    patched = nasa(plain, spec, text(2, 5, spec["ctx"]), 0.8)
-    patched.set_model_sampler_cfg_function(capture("nasa"))
-    latent = torch.zeros(spec["latent"])
-    for m in (plain, patched):
+    def cfg_sample(model, positive, negative, cfg):
+        latent = torch.zeros(spec["latent"])
         noise = comfy.sample.prepare_noise(latent, 0)
-        comfy.sample.sample(m, noise, 1, 4.0, "euler", "simple", conditioning(text(1, 6, spec["ctx"]), spec),
-                            conditioning(text(9, 4, spec["ctx"]), spec), latent, disable_pbar=True, seed=0)
-    assert torch.equal(captured["plain"][1], captured["nasa"][1])
-    assert (captured["plain"][0] - captured["nasa"][0]).abs().max() > 1e-3
+        return comfy.sample.sample(model, noise, 1, cfg, "euler", "simple", positive, negative, latent,
+                                   disable_pbar=True, seed=0)
+
+    check_cfg_leaves_uncond_alone(spec["make"](), cfg_sample,
+                                  cond=lambda seed: conditioning(text(seed, 6 if seed == 1 else 4, spec["ctx"]), spec),
+                                  neg=None, patch=lambda m: nasa(m, spec, text(2, 5, spec["ctx"]), 0.8))
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
