@@ -228,18 +228,16 @@ class RowsBlockPatch:
             neg_kw = override_call_options(kw)
 
             def attend(qq, kk, vv, mask=None):
-                if mask is not None:
-                    neg_kw2 = {**neg_kw, "mask": mask}
-                else:
-                    neg_kw2 = neg_kw
+                options = neg_kw if mask is None else {**neg_kw, "mask": mask}
                 if previous_override is not None:
-                    return previous_override(func, qq, kk, vv, heads, **neg_kw2)
-                return func(qq, kk, vv, heads, **neg_kw2)
+                    return previous_override(func, qq, kk, vv, heads, **options)
+                return func(qq, kk, vv, heads, **options)
 
             def cut(x):
                 return torch.cat((x.narrow(seq, 0, at), x.narrow(seq, at + t, x.shape[seq] - at - t)), dim=seq)
 
-            kept = (cut(q), cut(k), cut(v)) + tuple(a[3:])
+            q_kept = cut(q)  # the original rows, also the generated image's queries below
+            kept = (q_kept, cut(k), cut(v)) + tuple(a[3:])
             out = previous_override(func, *kept, **kw) if previous_override is not None else func(*kept, **kw)
             if out.dim() != 3:
                 raise NASAInputError(f"NASA: {patch.family.name}'s joint attention returned shape {tuple(out.shape)}; "
@@ -258,7 +256,7 @@ class RowsBlockPatch:
             full_neg[sel] = neg_out.to(out.dtype)
             if patch.apply:
                 g_lo, g_hi = gen
-                q_img = cut(q)[sel].narrow(seq, g_lo, g_hi - g_lo)
+                q_img = q_kept[sel].narrow(seq, g_lo, g_hi - g_lo)
                 z_neg = attend(q_img, neg_k, neg_v, _key_mask(valid, 0, q.dtype))
                 alpha = rows.alpha.reshape(-1, 1, 1)
                 z_pos = out[sel, g_lo:g_hi]
@@ -272,8 +270,8 @@ class RowsBlockPatch:
 
 
 class RowsObjectBlock(torch.nn.Module):
-    """For families whose blocks have no ``dit`` replace slot (Z-Image / Lumina 2): an object patch in the block's
-    place that runs ``patch`` around the block's own forward. The block's children are registered under their own
+    """For families whose blocks have no ``dit`` replace slot (Z-Image / Lumina 2, HiDream): an object patch in the
+    block's place that runs ``patch`` around the block's own forward. The block's children are registered under their own
     names, so state-dict names (LoRA keys) are what they are without NASA."""
 
     def __init__(self, patch: RowsBlockPatch, original, previous):
