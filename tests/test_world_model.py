@@ -197,3 +197,26 @@ def test_removal_table_runs_at_tiny_n(tmp_path):
     cells = json.loads(out.with_suffix(".json").read_text())["cells"]
     assert len(cells) == 2 * 3 and all(0 <= c["free_of_negative"] <= 1 for c in cells)
     assert out.with_suffix(".md").exists() and (tmp_path / "removal_grid.png").exists()
+
+
+@pytest.mark.parametrize("arch", ["unet", "flux"])
+def test_lognormal_timesteps_put_half_the_draws_below_sigma_03(tmp_path, arch):
+    """--timesteps lognormal: EDM's ln(sigma) ~ N(-1.2, 1.2^2), mapped to what the model's loss takes; the
+    sigmas the model then sees (its own schedule, rounded to a timestep) keep that median."""
+    trainer = WorldTrainer(tiny(tmp_path, arch=arch, timesteps="lognormal"))
+    sigma = torch.exp(-1.2 + 1.2 * torch.randn(4000, generator=torch.Generator().manual_seed(0)))
+    t = trainer.timesteps_of(sigma)
+    if arch == "flux":
+        from comfyui_nasa.nasa_core.world_model import flux_world
+        lo, hi = (torch.tensor(v).atan() * 2 / torch.pi for v in (flux_world.SIGMA_MIN, flux_world.SIGMA_MAX))
+        seen = torch.tan((lo + t * (hi - lo)) * torch.pi / 2)
+    else:
+        assert t.dtype == torch.long and 0 <= int(t.min()) and int(t.max()) < len(trainer.alphas_cumprod)
+        seen = trainer.base.model_sampling.sigma(t.float())
+    assert 0.25 < float(seen.median()) < 0.36
+    uniform = WorldTrainer(tiny(tmp_path / "u", arch=arch))
+    assert uniform.batch(0)[2].dtype == (torch.float32 if arch == "flux" else torch.int64)
+    assert trainer.batch(0)[2].dtype == t.dtype
+    assert trainer.train_step() > 0
+    with pytest.raises(ValueError, match="timesteps must be one of"):
+        TrainConfig(timesteps="cosine").check()

@@ -144,6 +144,13 @@ def v_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, u: torch.Te
     return torch.nn.functional.mse_loss(pred, (s * noise - sigma * x0 / s) * scale)
 
 
+def u_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
+    """The ``u`` of v_loss that gives noise level ``sigma`` (clamped to the model's range)."""
+    t_min, t_max = (math.atan(v) * 2 / math.pi for v in (SIGMA_MIN, SIGMA_MAX))
+    t = torch.atan(sigma.clamp(SIGMA_MIN, SIGMA_MAX)) * 2 / math.pi
+    return ((t - t_min) / (t_max - t_min)).clamp(0, 1)
+
+
 def enable_rope_backward():
     """Training only. The modern ComfyUI applies Flux's RoPE through comfy_kitchen's custom op
     ``comfy_kitchen::apply_rope``, which has no autograd formula, so backward through Flux stops there. RoPE

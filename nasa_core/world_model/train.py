@@ -32,6 +32,11 @@ from ..comfy_env import autograd_safe_context  # noqa: F401  (the trainers share
 
 ARCHS = ("unet", "flux")
 LATENT_NORMS = ("none", "channel")
+# How training noise levels are drawn. "uniform": uniform over the model's timesteps (DDPM's habit; with
+# ComfyUI's discrete schedule under 10% of draws have sigma < 0.3, where the edges and the last of the noise
+# are settled). "lognormal": EDM's ln(sigma) ~ N(-1.2, 1.2^2) (Karras et al. 2022), half the draws below 0.3.
+TIMESTEP_DISTS = ("uniform", "lognormal")
+LOGNORMAL_MEAN, LOGNORMAL_STD = -1.2, 1.2
 
 
 @dataclass
@@ -54,6 +59,7 @@ class TrainConfig:
     width: int = 64            # UNet model_channels (the Flux model keeps its own config)
     latent_norm: str = "none"  # "channel": the model sees each latent channel divided by its std (BlockDCT)
     text_layers: int = 2       # transformer layers of the text encoder
+    timesteps: str = "uniform"  # how noise levels are drawn (TIMESTEP_DISTS)
 
     def check(self):
         if self.arch not in ARCHS:
@@ -64,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"caption_dropout must be in [0, 1) and p_name in (0, 1]: {self}")
         if self.latent_norm not in LATENT_NORMS:
             raise ValueError(f"latent_norm must be one of {LATENT_NORMS}, not {self.latent_norm!r}")
+        if self.timesteps not in TIMESTEP_DISTS:
+            raise ValueError(f"timesteps must be one of {TIMESTEP_DISTS}, not {self.timesteps!r}")
         if self.width < 32 or self.width % 32 or self.text_layers < 0:
             raise ValueError(f"width must be a multiple of 32 (heads of 32), text_layers >= 0: {self}")
 
@@ -149,13 +157,24 @@ class WorldTrainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        if self.cfg.arch == "flux":
+        if self.cfg.timesteps == "lognormal":
+            t = self.timesteps_of(torch.exp(LOGNORMAL_MEAN + LOGNORMAL_STD * torch.randn(len(captions), generator=g)))
+        elif self.cfg.arch == "flux":
             t = torch.rand(len(captions), generator=g)  # spread over the timestep range by flux_world.v_loss
         else:
             t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
         noise = torch.randn(images.shape[0], self.wm.LATENT_CHANNELS, images.shape[2] // self.wm.FOLD,
                             images.shape[3] // self.wm.FOLD, generator=g)
         return self.base.latent_format.process_in(self.wm.to_latent(images)), captions, t, noise
+
+    def timesteps_of(self, sigma: torch.Tensor) -> torch.Tensor:
+        """What ``loss`` takes for these noise levels (clamped to the model's range): the UNet's discrete
+        timestep index, nearest; the Flux model's u in [0, 1] (flux_world.v_loss)."""
+        if self.cfg.arch == "flux":
+            return self.flux_world.u_of_sigma(sigma)
+        t = self.base.model_sampling.timestep(sigma.clamp(self.base.model_sampling.sigma_min,
+                                                          self.base.model_sampling.sigma_max))
+        return t.round().long().clamp(0, len(self.alphas_cumprod) - 1)
 
     # -- one step
     def loss(self, x0, captions, t, noise):
