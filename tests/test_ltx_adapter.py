@@ -1,5 +1,7 @@
 """NASA on ComfyUI's real LTX-Video (comfy.ldm.lightricks.model.LTXVModel through supported_models.LTXV), 5-D video
-latents sampled through comfy.sample; the positive carries T5's attention mask as the text encoder gives it."""
+latents sampled through comfy.sample; the positive carries T5's attention mask as the text encoder gives it. And on
+LTX-2 (comfy.ldm.lightricks.av_model.LTXAVModel through supported_models.LTXAV, where the release has the class):
+video and audio latents sampled together (a NestedTensor, as LTXVConcatAVLatent gives it)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,18 +19,22 @@ if ltx._ltx_classes() is None:
                 "(comfy.patcher_extension.WrappersMP, from v0.3.10; the PyPI copy has none), which NASA needs to reach "
                 "blocks that get no transformer_options: the LTX adapter does not match here", allow_module_level=True)
 
+import comfy.model_management
+import comfy.sample
 import comfy.supported_models
+import comfy.utils
 import dit_testkit as dk
 import nasa_testkit as tk
 from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
-from comfyui_nasa.nasa_core.adapters.base import UnsupportedModelError
 from comfyui_nasa.nasa_core.adapters.comfy_runtime import wrong_width_message
 from comfyui_nasa.nasa_core.adapters.dit_crossattn import tag_negative_mask
-from comfyui_nasa.nasa_core.adapters.ltx import LTXNASACrossAttention, LTXVAdapter
+from comfyui_nasa.nasa_core.adapters.ltx import LTX2Adapter, LTXNASACrossAttention, LTXVAdapter
 from comfyui_nasa.nasa_core.attention import NASAInputError
 from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+import test_joint_families
 
 pytestmark = pytest.mark.compat  # runs on every ComfyUI release of the matrix (scripts/test.sh)
+one_blas_thread = test_joint_families.one_blas_thread  # autouse: one BLAS thread, as bits are compared here
 
 WIDTH = 32  # T5 width of the tiny models
 DEPTH = 3
@@ -88,8 +94,8 @@ def rms(x, norm):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight.double()
 
 
-def caption_projection(model, text):
-    p = model.caption_projection
+def caption_projection(model, text, which="caption_projection"):
+    p = getattr(model, which)
     return dk.linear(F.gelu(dk.linear(text, p.linear_1), approximate="tanh"), p.linear_2)
 
 
@@ -111,17 +117,23 @@ class Capture(dk.Capture):
 
     def hook(self, module, args, kwargs, output):
         copy = lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t  # noqa: E731
-        self.calls.append(([copy(a) for a in args], {k: copy(v) for k, v in kwargs.items()}, output.detach().clone()))
+        out = tuple(map(copy, output)) if isinstance(output, tuple) else copy(output)  # LTX-2's blocks: (video, audio)
+        self.calls.append(([copy(a) for a in args], {k: copy(v) for k, v in kwargs.items()}, out))
 
 
-def captured_call(patched, key, positive, latent):
-    capture = Capture(patched.object_patches[key])
+def captured_calls(patched, keys, positive, latent):
+    """(args, kwargs, output) of the one call of each layer in ``keys`` in one step."""
+    captures = [Capture(patched.object_patches[key]) for key in keys]
     try:
         dk.sample_latent(patched, positive, latent, negative=[[torch.zeros_like(positive[0][0][:, :1]), {}]])
     finally:
-        capture.close()
-    (args, kwargs, output), = capture.calls
-    return args, kwargs, output
+        for capture in captures:
+            capture.close()
+    return [capture.calls[0] for capture in captures if len(capture.calls) == 1]
+
+
+def captured_call(patched, key, positive, latent):
+    return captured_calls(patched, [key], positive, latent)[0]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -309,14 +321,245 @@ def test_bad_inputs_are_named(model):
         sample(apply_nasa(model, neg(2, batch=3), 0.5), cond(1))
 
 
-@pytest.mark.skipif(not hasattr(comfy.supported_models, "LTXAV"),
-                    reason="this ComfyUI has no LTX-2 (supported_models.LTXAV, from v0.8.0)")
-def test_ltx2_is_refused_by_name():
+# ------------------------------------------------------------------------------------------------------------
+# LTX-2 (LTXAVModel): attn2 of the video tokens, audio_attn2 of the audio tokens, over two halves of one text stream
+
+needs_ltx2 = pytest.mark.skipif(ltx._ltx_classes()[2] is None,
+                                reason="this ComfyUI has no LTX-2 (comfy.ldm.lightricks.av_model.LTXAVModel, from "
+                                "v0.8.0 in the matrix): the LTX-2 adapter never matches here")
+AV_HALF = 24  # each half of the tiny LTX-2's text stream (caption_channels)
+AV_WIDTH = 2 * AV_HALF
+AV_SLOTS = ("attn2", "audio_attn2")
+
+
+def ltxav_patcher(heads=2, head_dim=16, audio_heads=2, audio_head_dim=8, caption=AV_HALF, layers=DEPTH, seed=0):
+    """LTX-2 through ComfyUI's LTXAV config (128-channel video latent, 8 x 16 audio latent)."""
     config = comfy.supported_models.LTXAV({
-        "image_model": "ltxav", "in_channels": 128, "audio_in_channels": 128, "num_layers": 1,
-        "attention_head_dim": 16, "num_attention_heads": 2, "cross_attention_dim": 32,
-        "audio_attention_head_dim": 8, "audio_num_attention_heads": 2, "audio_cross_attention_dim": 16,
-        "caption_channels": 16})
-    m = dk.patcher(config.get_model({}))
-    with pytest.raises(UnsupportedModelError, match="LTX-2 \\(LTXAV"):
-        apply_nasa(m, torch.randn(1, 5, 32), 0.5)
+        "image_model": "ltxav", "in_channels": 128, "audio_in_channels": 128, "num_layers": layers,
+        "attention_head_dim": head_dim, "num_attention_heads": heads, "cross_attention_dim": heads * head_dim,
+        "audio_attention_head_dim": audio_head_dim, "audio_num_attention_heads": audio_heads,
+        "audio_cross_attention_dim": audio_heads * audio_head_dim, "caption_channels": caption})
+    model = config.get_model({})
+    tk.init_weights(model.diffusion_model, seed)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed + 1)
+        for name, p in model.diffusion_model.named_parameters():
+            if "scale_shift_table" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return dk.patcher(model)
+
+
+@pytest.fixture(scope="module")
+def av_model():
+    return ltxav_patcher()
+
+
+def av_latent(frames=2, size=4, audio=5):
+    import comfy.nested_tensor
+    return comfy.nested_tensor.NestedTensor([torch.zeros(1, 128, frames, size, size), torch.zeros(1, 8, audio, 16)])
+
+
+def av_cond(seed, tokens=9, real=None, width=AV_WIDTH):
+    """A prompt as ComfyUI's LTX-2 text encoder gives it: [video half | audio half], no attention mask (``real``:
+    one with a mask, as another encoder might give it)."""
+    extra = {} if real is None else {"attention_mask": t5_mask(tokens, real)}
+    return [[tk.text(seed, tokens=tokens, width=width), extra]]
+
+
+def av_neg(seed, tokens=5, batch=1, width=AV_WIDTH):
+    return tk.text(seed, tokens=tokens, width=width, batch=batch)
+
+
+def av_sample(m, positive, steps=1, negative=None, **kw):
+    """The video and audio outputs packed into one tensor, as ComfyUI's sampler packs them: [B, 1, video | audio]."""
+    out = dk.sample_latent(m, positive, av_latent(), steps=steps, negative=negative, **kw)
+    return comfy.utils.pack_latents(out.unbind())[0]
+
+
+def av_parts(out):
+    """(video, audio) of a packed output."""
+    video = 128 * 2 * 4 * 4  # av_latent()'s video latent
+    return out[..., :video], out[..., video:]
+
+
+def av_changed(a, b):
+    return min((x - y).abs().max().item() for x, y in zip(av_parts(a), av_parts(b)))
+
+
+def av_keys(blocks):
+    return [f"diffusion_model.transformer_blocks.{i}.{slot}" for i in blocks for slot in AV_SLOTS]
+
+
+def nasa_keys(patched):
+    return sorted(k for k, v in patched.object_patches.items() if isinstance(v, LTXNASACrossAttention))
+
+
+@needs_ltx2
+def test_ltx2_adapter_is_chosen_and_alpha_zero_or_no_negative_is_the_unpatched_model(av_model):
+    assert isinstance(adapter_for(av_model), LTX2Adapter)
+    pos = av_cond(1)
+    base = av_sample(av_model, pos, steps=2)
+    assert torch.equal(av_sample(apply_nasa(av_model, av_neg(2), 0.0), pos, steps=2), base)
+    for negative in (None, [[torch.zeros(1, 5, AV_WIDTH), {}]]):  # no negative, an empty one
+        patched, = ApplyNASAModelPatch().patch(av_model, 0.5, nasa_negative=negative)
+        assert torch.equal(av_sample(patched, pos, steps=2), base)
+
+
+@needs_ltx2
+def test_ltx2_video_and_audio_cross_attention_are_patched_and_the_model_is_restored(av_model):
+    pos = av_cond(1)
+    base = av_sample(av_model, pos, steps=2)
+    patched = apply_nasa(av_model, av_neg(2), 0.5)
+    assert nasa_keys(patched) == sorted(av_keys(range(DEPTH)))
+    run = patched.model_options["model_function_wrapper"]
+    out = av_sample(patched, pos, steps=3)
+    assert av_changed(out, av_sample(av_model, pos, steps=3)) > 1e-3  # the video and the audio both move
+    assert run.calls_applied == 3
+    assert (run.dit_cache.embedded, run.dit_cache.computed) == (1, 2 * DEPTH)  # both halves once, each layer once
+    assert torch.equal(av_sample(av_model, pos, steps=2), base)
+    for block in av_model.model.diffusion_model.transformer_blocks:
+        assert type(block.attn2).__name__ == type(block.audio_attn2).__name__ == "CrossAttention"
+
+
+@needs_ltx2
+def test_ltx2_nothing_stays_patched_after_a_run_an_error_or_an_interrupt(av_model):
+    from test_release_compat import interrupt_at_first_step, live_modules, patcher_state
+    state, modules = patcher_state(av_model), live_modules(av_model)
+    pos = av_cond(1)
+    base = av_sample(av_model, pos, steps=2)
+    patched = apply_nasa(av_model, av_neg(2), 0.8)
+    steered = av_sample(patched, pos, steps=2)
+    latent = av_latent()
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        comfy.sample.sample(patched, comfy.sample.prepare_noise(latent, 0), 2, 1.0, "euler", "simple", pos,
+                            [[torch.zeros(1, 1, AV_WIDTH), {}]], latent, callback=interrupt_at_first_step,
+                            disable_pbar=True, seed=0)
+    comfy.model_management.interrupt_current_processing(False)
+    bad, = NASANegativeConditioning().attach(pos, [[torch.randn(1, 4, AV_HALF), {}]], 0.5)
+    with pytest.raises(NASAInputError, match="wide but this"):
+        av_sample(patched, bad, steps=2)
+    assert patcher_state(av_model) == state and live_modules(av_model) == modules
+    assert torch.equal(av_sample(av_model, pos, steps=2), base)
+    assert torch.equal(av_sample(patched, pos, steps=2), steered)
+
+
+def ltx2_references(model, calls, pos_real, negative, real, alpha):
+    """The float64 reference of the video attn2 and the audio audio_attn2 calls of block 0: the video one steered by
+    the negative's video half through caption_projection, the audio one by its audio half through
+    audio_caption_projection; ``pos_real``, ``real``: the positive's and the negative's real tokens."""
+    dm, half = model.model.diffusion_model, negative.shape[-1] // 2
+    return [ltx_reference(model.get_model_object(key), args[0], kwargs["context"], pos_real,
+                          caption_projection(dm, text[:, :real], which), alpha)
+            for (args, kwargs, _), key, text, which in zip(
+                calls, av_keys([0]), (negative[..., :half], negative[..., half:]),
+                ("caption_projection", "audio_caption_projection"))]
+
+
+@needs_ltx2
+def test_ltx2_block_against_plain_torch_reference():
+    """LTX-2's real head sizes (video 128, audio 64) and text width (2 x 3840), fewer heads, one block: the patched
+    attn2 and audio_attn2 each equal to_out(softmax(QK+)V+ - alpha softmax(QK-)V-) with K-/V- from the negative's
+    own half (its padding, tagged by its attention mask, left out), computed here in float64."""
+    big = ltxav_patcher(heads=4, head_dim=128, audio_heads=4, audio_head_dim=64, caption=3840, layers=1)
+    positive = av_cond(1, tokens=10, real=7, width=7680)  # with a text mask: both layers must keep it
+    padded = tag_negative_mask(torch.cat([av_neg(2, tokens=4, width=7680), av_neg(3, tokens=3, width=7680)], dim=1),
+                               t5_mask(7, 4))
+    alpha = 0.5
+    patched = apply_nasa(big, padded, alpha)
+    calls = captured_calls(patched, av_keys([0]), positive, av_latent(frames=1, size=2, audio=3))
+    assert len(calls) == 2 and all(kwargs["mask"].shape[-1] == 10 for _, kwargs, _ in calls)
+    for (_, _, output), expected, name in zip(calls, ltx2_references(big, calls, 7, padded, 4, alpha), AV_SLOTS):
+        rel = ((output.double() - expected).abs().max() / expected.abs().max()).item()
+        print(f"LTX-2 {name} vs float64 reference: relative error {rel:.2e}")
+        assert rel < 1e-5
+    # the masks matter, and each half steers its own layer: the positive's or the negative's padding, or the other
+    # half, would give another output
+    swapped = torch.cat([padded[..., 3840:], padded[..., :3840]], dim=-1)
+    for wrong in (ltx2_references(big, calls, 10, padded, 4, alpha), ltx2_references(big, calls, 7, padded, 7, alpha),
+                  ltx2_references(big, calls, 7, swapped, 4, alpha)):
+        for (_, _, output), other in zip(calls, wrong):
+            assert (output.double() - other).abs().max() > 1e-4
+
+
+@needs_ltx2
+def test_ltx2_each_half_of_the_negative_reaches_only_its_own_layer(av_model):
+    """Block 0's video attn2 does not read the negative's audio half, nor its audio_attn2 the video half (in block 0
+    neither stream has yet met the other)."""
+    negative = av_neg(2)
+    other_audio, other_video = negative.clone(), negative.clone()
+    other_audio[..., AV_HALF:] = av_neg(3)[..., AV_HALF:]
+    other_video[..., :AV_HALF] = av_neg(3)[..., :AV_HALF]
+    keys, pos = av_keys([0]), av_cond(1)
+    video, audio = (call[2] for call in captured_calls(apply_nasa(av_model, negative, 0.7), keys, pos, av_latent()))
+    video_a, audio_a = (call[2] for call in captured_calls(apply_nasa(av_model, other_audio, 0.7), keys, pos,
+                                                           av_latent()))
+    video_v, audio_v = (call[2] for call in captured_calls(apply_nasa(av_model, other_video, 0.7), keys, pos,
+                                                           av_latent()))
+    assert torch.equal(video_a, video) and torch.equal(audio_v, audio)
+    assert (audio_a - audio).abs().max() > 1e-4 and (video_v - video).abs().max() > 1e-4
+
+
+@needs_ltx2
+def test_ltx2_the_negatives_padding_never_reaches_the_subtracted_term(av_model):
+    pos, real = av_cond(1), av_neg(2, tokens=4)
+    reference = av_sample(apply_nasa(av_model, real, 0.7), pos, steps=2)
+    padded = [torch.cat([real, 3.0 * av_neg(5, tokens=4)], dim=1), {"attention_mask": t5_mask(8, 4)}]
+    through_node, = ApplyNASAModelPatch().patch(av_model, 0.7, nasa_negative=[padded])
+    torch.testing.assert_close(av_sample(through_node, pos, steps=2), reference, rtol=1e-6, atol=1e-6)
+    zero_padded = torch.cat([real, torch.zeros(1, 4, AV_WIDTH)], dim=1)
+    torch.testing.assert_close(av_sample(apply_nasa(av_model, zero_padded, 0.7), pos, steps=2), reference,
+                               rtol=1e-6, atol=1e-6)
+    untagged = torch.cat([real, av_neg(5, tokens=4)], dim=1)  # without its mask the padding is part of the negative
+    assert (av_sample(apply_nasa(av_model, untagged, 0.7), pos, steps=2) - reference).abs().max() > 1e-4
+
+
+@needs_ltx2
+def test_ltx2_the_positive_text_and_the_other_layers_are_untouched(av_model):
+    """The positive's masked tokens stay hidden exactly as without NASA; NASA in the last block only leaves the
+    earlier blocks' video and audio tokens bit-identical, and no layer but the text cross-attentions is patched."""
+    pos = av_cond(1, real=6)
+    other = [[pos[0][0].clone(), dict(pos[0][1])]]
+    other[0][0][:, 6:] = torch.randn(1, 3, AV_WIDTH)
+    steered = apply_nasa(av_model, av_neg(2), 0.7)
+    assert torch.equal(av_sample(steered, other, steps=2), av_sample(steered, pos, steps=2))
+    last = apply_nasa(av_model, av_neg(2), 0.7, blocks={"output"})
+    assert nasa_keys(last) == av_keys([DEPTH - 1]) and set(last.object_patches) == set(av_keys([DEPTH - 1]))
+    blocks = av_model.model.diffusion_model.transformer_blocks
+    outputs = []
+    for m in (av_model, last):
+        captures = [Capture(block) for block in blocks]
+        try:
+            av_sample(m, pos)
+        finally:
+            for c in captures:
+                c.close()
+        outputs.append([c.calls[0][2] for c in captures])
+    for i in range(DEPTH - 1):
+        assert all(torch.equal(a, b) for a, b in zip(outputs[0][i], outputs[1][i]))
+    assert all((a - b).abs().max() > 1e-4 for a, b in zip(outputs[0][-1], outputs[1][-1]))
+
+
+@needs_ltx2
+@pytest.mark.parametrize("blocks,chosen", [({"default"}, [0, 1, 2]), ({1}, [1]), ({"input"}, [0])])
+def test_ltx2_block_choice(av_model, blocks, chosen):
+    assert nasa_keys(apply_nasa(av_model, av_neg(2), 0.5, blocks=blocks)) == sorted(av_keys(chosen))
+
+
+@needs_ltx2
+def test_ltx2_per_prompt_negative_equals_model_wide_negative(av_model):
+    dk.check_per_prompt_equals_model_wide(av_model, av_sample, av_cond, av_neg)
+
+
+@needs_ltx2
+def test_ltx2_cfg_leaves_the_uncond_branch_alone(av_model):
+    dk.check_cfg_leaves_uncond_alone(av_model, av_sample, av_cond, av_neg)
+
+
+@needs_ltx2
+def test_ltx2_a_negative_of_the_wrong_width_is_named(av_model):
+    """One half of the stream (or LTX-Video's T5) is not LTX-2's text: the error names both widths."""
+    for width in (AV_HALF, 4096):
+        with pytest.raises(NASAInputError) as err:
+            apply_nasa(av_model, torch.randn(1, 5, width), 0.5)
+        assert str(err.value) == wrong_width_message(width, AV_WIDTH, "LTXAV")
+        assert f"{width}" in str(err.value) and f"{AV_WIDTH}" in str(err.value)

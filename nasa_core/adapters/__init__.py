@@ -11,14 +11,14 @@ from .joint import FluxAdapter, SD3Adapter
 from .joint_families import JOINT_ROWS_FAMILIES
 from .joint_rows import RowsAdapter
 from .kandinsky5 import Kandinsky5Adapter
-from .ltx import LTXVAdapter
+from .ltx import LTX2Adapter, LTXVAdapter
 from .pixart import PixArtAdapter
 from .unet import UNetAdapter
 from .wan import WanAdapter
 
 ADAPTERS = [UNetAdapter(), FluxAdapter(), SD3Adapter(), PixArtAdapter(), WanAdapter()] + \
     [RowsAdapter(spec) for spec in JOINT_ROWS_FAMILIES] + \
-    [Kandinsky5Adapter(), LTXVAdapter()]
+    [Kandinsky5Adapter(), LTXVAdapter(), LTX2Adapter()]
 
 
 def family_name(model_patcher) -> str:

@@ -1,5 +1,6 @@
 """NASA for LTX-Video (``comfy.ldm.lightricks.model.LTXVModel``, ``supported_models.LTXV``; ComfyUI v0.3.10 and
-later): the 2B and 13B text-to-video / image-to-video models and the distilled checkpoints and LoRAs on them.
+later): the 2B and 13B text-to-video / image-to-video models and the distilled checkpoints and LoRAs on them; and
+for LTX-2 (audio and video, below).
 
 Each ``BasicTransformerBlock.attn2`` is the text cross-attention: the video tokens' query (``to_q``, ``q_norm``)
 against the T5 text after ``caption_projection`` (4096 -> model width), keys through ``to_k`` and ``k_norm``,
@@ -14,8 +15,18 @@ caption projection and K-/V- are cached between steps (they do not depend on the
 
 From v0.3.60 the blocks pass ``transformer_options`` to ``attn2``; before, the call's decision comes through
 ``StatePublisher`` (an ``APPLY_MODEL`` wrapper), so a ComfyUI without ``comfy.patcher_extension`` (the PyPI copy)
-gets no LTX adapter. LTX-2 (``LTXAVModel``: video ``attn2`` and ``audio_attn2`` over two halves of a Gemma text
-stream) is refused with an error naming it.
+gets no LTX adapter.
+
+LTX-2 (``comfy.ldm.lightricks.av_model.LTXAVModel``, ``supported_models.LTXAV``; the releases that have the class,
+v0.8.0 in the matrix): the text stream is [video half | audio half] along the width (the Gemma connectors' two
+outputs side by side), which the model splits in two, projecting the first half with ``caption_projection`` for
+the video tokens' ``attn2`` and the second with ``audio_caption_projection`` for the audio tokens' ``audio_attn2``;
+both get the same additive text mask. NASA does what CFG's negative would: each chosen block's ``attn2`` and
+``audio_attn2`` are patched as above, the video one steered by the negative's video half and the audio one by
+its audio half, each through the layer's own projections (``LTX2CaptionProjections`` projects both halves once
+per model, cached). The audio-video cross-attentions, the self-attentions and the feed-forwards are untouched.
+LTX-2's text encoder gives no attention mask (its connectors fill every prompt to at least 1024 tokens with
+learned registers, which the model attends); a mask a negative carries is honoured as above.
 """
 from __future__ import annotations
 
@@ -23,7 +34,7 @@ from typing import List, Tuple
 
 import torch
 
-from .base import NASAAdapter, NASASettings, UnsupportedModelError
+from .base import NASAAdapter, NASASettings
 from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper
 from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, chosen_blocks,
                             install_state_publisher, negative_key_mask, negative_valid, occupants, steer_rows,
@@ -64,6 +75,8 @@ def _attention(attn, transformer_options):
 class LTXNASACrossAttention(NASAObjectCrossAttention):
     """Object patch of one LTX block's ``attn2``: forward(x, context, mask (additive text mask), pe=None, ...)."""
 
+    part = slice(None)  # which columns of the embedded negative this layer's keys come from (LTX-2: its half)
+
     def forward(self, x, context=None, mask=None, **kwargs):
         transformer_options = kwargs.get("transformer_options")
         state = self.active_state(transformer_options)
@@ -72,7 +85,7 @@ class LTXNASACrossAttention(NASAObjectCrossAttention):
         attn = self.original
         attend = _attention(attn, transformer_options)
         q = attn.q_norm(attn.to_q(x))
-        k_neg, v_neg = self.cache.negative_kv(self.layer_key, state, q.dtype, q.device, self.embedder, self.embedder,
+        k_neg, v_neg = self.cache.negative_kv(self.layer_key, state, q.dtype, q.device, self.embedder, self.embed,
                                               weighted_modules(attn.to_k) + weighted_modules(attn.k_norm)
                                               + weighted_modules(attn.to_v), self._project)
         self.check_negative(k_neg, q)
@@ -96,42 +109,53 @@ class LTXNASACrossAttention(NASAObjectCrossAttention):
         return memo[slot]
 
     def _project(self, embedded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        embedded = embedded[..., self.part]
         return self.original.k_norm(self.original.to_k(embedded)), self.original.to_v(embedded)
+
+
+class LTX2CaptionProjections(torch.nn.Module):
+    """LTX-2's two caption projections side by side: the text stream split in two along the width (as
+    ``LTXAVModel._prepare_context`` splits it), the first half through ``caption_projection``, the second through
+    ``audio_caption_projection``; out: [video width | audio width]."""
+
+    def __init__(self, video, audio):
+        super().__init__()
+        self.video, self.audio = video, audio
+
+    def forward(self, text):
+        v, a = torch.split(text, text.shape[-1] // 2, dim=-1)
+        return torch.cat([self.video(v), self.audio(a)], dim=-1)
 
 
 class LTXVAdapter(NASAAdapter):
     family = "LTX-Video (LTXV)"
+    model_class = 0  # index in _ltx_classes()
+    slots = ("attn2",)  # each block's text cross-attentions
 
     def matches(self, model_patcher) -> bool:
         classes = _ltx_classes()
-        if classes is None:
-            return False
         model = model_patcher.model.diffusion_model
-        if classes[2] is not None and isinstance(model, classes[2]):
-            return True  # refused by name in context_width
-        if type(model) is not classes[0]:
+        if classes is None or classes[self.model_class] is None or type(model) is not classes[self.model_class]:
             return False
-        return all(isinstance(occupants(model_patcher, f"diffusion_model.transformer_blocks.{i}.attn2")[0],
-                              classes[1]) for i in range(len(model.transformer_blocks)))
+        return all(isinstance(occupants(model_patcher, f"diffusion_model.transformer_blocks.{i}.{slot}")[0],
+                              classes[1]) for i in range(len(model.transformer_blocks)) for slot in self.slots)
 
     def context_width(self, model_patcher) -> int:
-        model = model_patcher.model.diffusion_model
-        av = _ltx_classes()[2]
-        if av is not None and isinstance(model, av):
-            raise UnsupportedModelError(
-                "NASA covers LTX-Video (LTXV) but not LTX-2 (LTXAV, diffusion model LTXAVModel): its blocks hold a "
-                "video attn2 and an audio_attn2 over two halves of one text stream, which NASA does not handle yet")
-        return model.caption_projection.linear_1.in_features
+        return model_patcher.model.diffusion_model.caption_projection.linear_1.in_features
 
     def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
         depth = len(model_patcher.model.diffusion_model.transformer_blocks)
-        return [(f"diffusion_model.transformer_blocks.{i}.attn2", i, block_group(i, depth))
-                for i in chosen_blocks(depth, blocks, self.family)]
+        return [(f"diffusion_model.transformer_blocks.{i}.{slot}", i, block_group(i, depth))
+                for i in chosen_blocks(depth, blocks, self.family) for slot in self.slots]
+
+    def embedder(self, model_patcher):
+        """(the module that embeds the negative, each slot's columns of its output)"""
+        return model_patcher.get_model_object("diffusion_model.caption_projection"), {"attn2": slice(None)}
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         stock = _ltx_classes()[1]
-        embedder = model_patcher.get_model_object("diffusion_model.caption_projection")
-        # the negative's own T5 padding: its CONDITIONING's attention mask (Apply NASA Model Patch passes the dict)
+        embedder, parts = self.embedder(model_patcher)
+        # the negative's own padding: its CONDITIONING's attention mask (Apply NASA Model Patch passes the dict)
         mask = (settings.negative_extra or {}).get("attention_mask")
         valid = None if settings.negative is None else negative_valid(settings.negative, mask)
         cache = DiTNegativeCache()
@@ -139,10 +163,26 @@ class LTXVAdapter(NASAAdapter):
         for key, index, group in layers:
             original, previous = occupants(model_patcher, key)
             patch = LTXNASACrossAttention(run, cache, key, group, original, previous, embedder, embedder, stock)
-            patch.valid = valid
+            patch.valid, patch.part = valid, parts[key.rsplit(".", 1)[1]]
             model_patcher.add_object_patch(key, patch)
             run.slots.append(("object", key, patch))
         run.dit_cache = cache
         install_wrapper(model_patcher, run)
         install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
         return len(layers)
+
+
+class LTX2Adapter(LTXVAdapter):
+    """LTX-2: the video ``attn2`` steered by the negative's video half, ``audio_attn2`` by its audio half."""
+    family = "LTX-2 (LTXAV, video and audio)"
+    model_class = 2
+    slots = ("attn2", "audio_attn2")
+
+    def context_width(self, model_patcher) -> int:
+        return 2 * super().context_width(model_patcher)  # [video half | audio half]
+
+    def embedder(self, model_patcher):
+        video, _ = super().embedder(model_patcher)
+        width = video.linear_2.out_features
+        audio = model_patcher.get_model_object("diffusion_model.audio_caption_projection")
+        return LTX2CaptionProjections(video, audio), {"attn2": slice(0, width), "audio_attn2": slice(width, None)}
