@@ -123,6 +123,8 @@ class WorldTrainer:
         if cfg.arch == "flux":
             from . import flux_world
             self.flux_world = flux_world
+            if self.latent_std is not None:  # its objective is built for data of std sigma_data, not 1
+                self.latent_std = [round(v / flux_world.SIGMA_DATA, 6) for v in self.latent_std]
             flux_world.enable_rope_backward()
             self.tokenizer = flux_world.WorldFluxTokenizer()
             self.base = flux_world.build_flux_model(seed=cfg.seed, latent_std=self.latent_std)
