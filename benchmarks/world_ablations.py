@@ -5,6 +5,12 @@ tuning seed (100) by default, never the reporting seed (7000). docs/world_ablati
 
     .venv/bin/python benchmarks/world_ablations.py --checkpoints runs/ablations/*.safetensors \
         models/nasa_world_teacher.safetensors --n 100 --steps 4 20 --out benchmarks/results/world_ablations
+
+A checkpoint may also be a trainer's ``checkpoint.pt`` (its live weights, not the EMA: a short fork's EMA is
+mostly the weights it forked from). ``--denoise`` adds the one-call denoising error per sigma; ``--linear-bound``
+adds what the best linear 3x3 filter (least squares, fitted per sigma on the world's own images) leaves of the
+noise, the floor a denoiser that has learnt anything about flat shapes must beat; ``--grid`` writes 20-step
+samples of four fixed prompts, one labelled row per checkpoint.
 """
 import argparse
 import sys
@@ -50,8 +56,67 @@ def denoise_errors(loaded, spec, seed: int, n: int = 256, sigmas=(0.05, 0.1, 0.2
                               for i in range(0, n, 64)])
             err = fmt.process_out(pred) - raw
             pix = wm.from_latent(fmt.process_out(pred)).clamp(-1, 1) - wm.from_latent(raw).clamp(-1, 1)
+            left = (pred - x0).pow(2).mean(dim=(0, 2, 3)).sqrt() / sigma  # per channel, in the model's space
             out[sigma] = {"dc": float(err[:, dc].pow(2).mean().sqrt()), "ac": float(err[:, ~dc].pow(2).mean().sqrt()),
-                          "pixel": float(pix.pow(2).mean().sqrt())}
+                          "pixel": float(pix.pow(2).mean().sqrt()),
+                          "left_dc": float(left[dc].mean()), "left_ac": float(left[~dc].mean())}
+    return out
+
+
+GRID_PROMPTS = ["a large blue square on a white background, high quality", "two yellow triangles, high quality",
+                "a red circle on a black background, high quality", "a small green triangle on the left, high quality"]
+
+
+def load_any(ck: str):
+    """(MODEL, CLIP, VAE) from an exported world checkpoint, or from a trainer's checkpoint.pt (live weights)."""
+    from comfyui_nasa.nasa_core.world_model.model import load_world_checkpoint
+    if not ck.endswith(".pt"):
+        return load_world_checkpoint(ck)
+    import dataclasses
+    import tempfile
+    import torch
+    from comfyui_nasa.nasa_core.world_model.train import TrainConfig, WorldTrainer
+    state = torch.load(ck, map_location="cpu", weights_only=True)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = WorldTrainer(TrainConfig(**dict({k: v for k, v in state["config"].items() if k in names}, out=tmp)))
+        trainer.load(Path(ck))
+        trainer.ema_unet, trainer.ema_text = trainer.unet.state_dict(), trainer.encoder.state_dict()
+        trainer.export(str(Path(tmp) / "live.safetensors"))
+        return load_world_checkpoint(str(Path(tmp) / "live.safetensors"))
+
+
+def pt_state(ck: str) -> dict:
+    """A trainer checkpoint's config and step (what the report names it by)."""
+    import torch
+    state = torch.load(ck, map_location="cpu", weights_only=True)
+    return {"world": state["config"].get("world", "v1"), "step": f"{state['step']} (live)"}
+
+
+def linear_bound(spec, latent_std, n: int = 1024, seed: int = 11, sigmas=(0.05, 0.1, 0.2, 0.5)):
+    """What the best linear 3x3 filter leaves of the noise, per sigma: least squares from each position's 3x3
+    neighbourhood (all channels) to its clean latent, fitted on half of ``n`` world images and measured on the
+    other half, in the model's latent space (``latent_std``: the per-channel scale, or None for raw); RMSE / sigma
+    over the DC and the AC channels."""
+    import torch
+    from comfyui_nasa.nasa_core import world
+    from comfyui_nasa.nasa_core.world_model import model as wm
+    scale = torch.ones(1, wm.LATENT_CHANNELS, 1, 1) if latent_std is None else \
+        torch.tensor(latent_std).view(1, -1, 1, 1)
+    x0 = (wm.to_latent(world.sample_batch(seed, n, spec)[0]) / scale).double()
+    dc = torch.zeros(wm.LATENT_CHANNELS, dtype=torch.bool)
+    dc[[0, 16, 32]] = True
+    g = torch.Generator().manual_seed(seed + 1)
+    out = {}
+    for sigma in sigmas:
+        x = x0 + sigma * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        feats = torch.nn.functional.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, 9 * wm.LATENT_CHANNELS)
+        feats = torch.cat([feats, torch.ones(len(feats), 1, dtype=feats.dtype)], 1)
+        target = x0.flatten(2).transpose(1, 2).reshape(-1, wm.LATENT_CHANNELS)
+        half = len(feats) // 2
+        w = torch.linalg.lstsq(feats[:half], target[:half]).solution
+        err = (feats[half:] @ w - target[half:]).pow(2).mean(0).sqrt() / sigma
+        out[sigma] = {"dc": float(err[dc].mean()), "ac": float(err[~dc].mean())}
     return out
 
 
@@ -68,6 +133,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--denoise", action="store_true", help="also the one-call denoising errors per sigma")
     p.add_argument("--no-samples", action="store_true", help="only the denoising errors")
+    p.add_argument("--linear-bound", action="store_true",
+                   help="also the best linear 3x3 filter's share of the noise left, raw and per-channel scaled")
+    p.add_argument("--bound-n", type=int, default=1024, help="world images the linear filter is fitted and measured on")
+    p.add_argument("--grid", default=None, help="write 20-step CFG-3 samples of four prompts here (PNG)")
     p.add_argument("--out", default=str(HERE / "results" / "world_ablations"))
     args = p.parse_args(argv)
     setup_comfy()
@@ -75,17 +144,20 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     import world_quality
     from comfyui_nasa.nasa_core import world
-    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata, load_world_checkpoint
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata
 
     keys = [k for k in world.ATTRIBUTES if k != "quality"]
-    rows, payload, denoise_rows = [], [], []
+    rows, payload, denoise_rows, grid_rows = [], [], [], []
     for ck in args.checkpoints:
-        spec = world.world_spec(args.world or world_quality.world_of(ck))
-        meta = checkpoint_metadata(ck)
-        loaded = load_world_checkpoint(ck)
+        loaded = load_any(ck)
+        meta = pt_state(ck) if ck.endswith(".pt") else checkpoint_metadata(ck)
+        spec = world.world_spec(args.world or (meta["world"] if ck.endswith(".pt") else world_quality.world_of(ck)))
+        if args.grid:
+            from comfyui_nasa.nasa_core.world_model.sampling import sample_images
+            grid_rows.append(sample_images(loaded, GRID_PROMPTS, steps=20, cfg=args.kappa, seed=0))
         if args.denoise:
             den = denoise_errors(loaded, spec, args.seed)
-            denoise_rows.append((Path(ck).stem, meta.get("step", "?"), den))
+            denoise_rows.append((Path(ck).parent.name + "/" + Path(ck).stem, meta.get("step", "?"), den))
             payload.append({"checkpoint": ck, "denoise": den})
         runs = [(sm, sc, st) for sm in args.samplers for sc in args.schedulers for st in args.steps]
         for sampler, sched, steps in ([] if args.no_samples else runs):
@@ -96,7 +168,7 @@ def main(argv=None):
             edge = [r["_edge"] for r in ev["reads"] if r.get("_edge") is not None]
             truths = world_quality.prompts_and_truths(args.n, args.seed, spec)[1]
             six = world.share(all(r.get(k) == t.get(k) for k in keys) for r, t in zip(ev["reads"], truths))
-            rows.append((Path(ck).stem, meta.get("step", "?"), steps, f"{sampler} {sched}", ev, six,
+            rows.append((Path(ck).parent.name + "/" + Path(ck).stem, meta.get("step", "?"), steps, f"{sampler} {sched}", ev, six,
                          sum(noise) / max(1, len(noise)), sum(edge) / max(1, len(edge)), time.time() - t0))
             payload.append({"checkpoint": ck, "train_step": meta.get("step"), "steps": steps, "scheduler": sched,
                             "sampler": sampler, **world_quality.as_json(ev)})
@@ -120,6 +192,32 @@ def main(argv=None):
         for name, tstep, den in denoise_rows:
             lines.append(f"| {name} | {tstep} | " + " | ".join(
                 f"{den[s_]['dc']:.3f} / {den[s_]['ac']:.3f} / {den[s_]['pixel']:.3f}" for s_ in sig) + " |")
+        lines += ["", "Share of the added noise left in the model's own latent space (RMSE of the predicted x0 / sigma; "
+                  "1 = nothing removed), DC / AC channels:", "",
+                  "| checkpoint | trained steps | " + " | ".join(f"sigma {s_:g}" for s_ in sig) + " |",
+                  "|" + " --- |" * (len(sig) + 2)]
+        for name, tstep, den in denoise_rows:
+            lines.append(f"| {name} | {tstep} | " + " | ".join(
+                f"{den[s_]['left_dc']:.2f} / {den[s_]['left_ac']:.2f}" for s_ in sig) + " |")
+    if args.linear_bound:
+        from comfyui_nasa.nasa_core.world_model.train import latent_channel_std
+        lines += ["", f"The best linear 3x3 filter (least squares on {args.bound_n} world images, seed 11, half fitted, half "
+                  "measured): share of the noise left, DC / AC channels:", "",
+                  "| world | latent | " + " | ".join(f"sigma {s_:g}" for s_ in (0.05, 0.1, 0.2, 0.5)) + " |",
+                  "|" + " --- |" * 6]
+        for wname in ("v1", "v2"):
+            spec = world.world_spec(wname)
+            for label, std in (("raw", None), ("per-channel scale", latent_channel_std(spec))):
+                bound = linear_bound(spec, std, n=args.bound_n)
+                payload.append({"linear_bound": {"world": wname, "latent": label, **{str(k): v for k, v in bound.items()}}})
+                lines.append(f"| {wname} | {label} | " + " | ".join(
+                    f"{v['dc']:.2f} / {v['ac']:.2f}" for v in bound.values()) + " |")
+    if args.grid:
+        from comfyui_nasa.nasa_core.world_model.sampling import save_labelled_grid
+        labels = [f"{Path(ck).parent.name}/{Path(ck).name}" for ck in args.checkpoints]
+        save_labelled_grid([[row[i:i + 1] for i in range(len(GRID_PROMPTS))] for row in grid_rows], labels,
+                           [p_.split(",")[0] for p_ in GRID_PROMPTS], args.grid, scale=3,
+                           title=f"20 steps, euler normal, CFG {args.kappa:g}, seed 0")
     write_report(args.out, "\n".join(lines), {"n": args.n, "seed": args.seed, "kappa": args.kappa, "rows": payload})
 
 

@@ -224,3 +224,24 @@ def test_lognormal_timesteps_put_half_the_draws_below_sigma_03(tmp_path, arch):
     assert trainer.train_step() > 0
     with pytest.raises(ValueError, match="timesteps must be one of"):
         TrainConfig(timesteps="cosine").check()
+
+
+def test_world_ablations_read_a_training_checkpoint_at_tiny_n(tmp_path):
+    """benchmarks/world_ablations.py on a trainer's checkpoint.pt (live weights): samples read at tiny n, the
+    one-call denoising errors with the share of the noise left, the linear-filter floor, the labelled grid."""
+    import subprocess
+    trainer = WorldTrainer(tiny(tmp_path / "run", world="v2", latent_norm="channel"))
+    trainer.train_step()
+    trainer.save()
+    out, grid = tmp_path / "abl", tmp_path / "grid.png"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "world_ablations.py"), "--checkpoints",
+                        str(tmp_path / "run" / "checkpoint.pt"), "--n", "2", "--steps", "1", "--denoise",
+                        "--linear-bound", "--bound-n", "16", "--grid", str(grid), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = out.with_suffix(".md").read_text()
+    assert "run/checkpoint | 1 (live)" in report and "Share of the added noise left" in report
+    assert "| v2 | per-channel scale |" in report and grid.exists()
+    payload = json.loads(out.with_suffix(".json").read_text())["rows"]
+    left = [row["denoise"] for row in payload if "denoise" in row][0]
+    assert all(0 < v["left_dc"] < 50 and 0 < v["left_ac"] < 50 for v in left.values())
