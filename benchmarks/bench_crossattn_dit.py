@@ -202,7 +202,7 @@ def flops_for(family: str, alpha: float, depth=None, latent=None):
     with torch.inference_mode():
         use(patched, patcher)
         first, first_ops = benchlib.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
-        cache = run.dit_cache
+        cache = run.cache
         counted_first = (cache.embedded, cache.computed)
         later, later_ops = benchlib.count_flops(lambda: denoiser_call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
         cache_hit = (cache.embedded, cache.computed) == counted_first

@@ -450,8 +450,7 @@ def wallclock_for(name: str, px: int, reps: int, warmup: int, alpha: float, devi
             for label, batch in (("batch1", 1), ("cfg", 2)):
                 layer_results[label] = layer_bench(model, patched, run, query_tokens, layer_reps, device, batch)
                 layer_results[label]["resolution"] = spec["px"]
-    cache_bytes = sum(e.k.numel() * e.k.element_size() + e.v.numel() * e.v.element_size()
-                      for e in run.cache.entries.values())
+    cache_bytes = sum(t.numel() * t.element_size() for t in run.cache.tensors())
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}

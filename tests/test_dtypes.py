@@ -32,7 +32,6 @@ def test_stored_and_compute_dtypes(weight_dtype, compute_dtype):
     cache = patched.model_options["model_function_wrapper"].cache
     dtypes = []  # read during sampling: ComfyUI's cleanup after it frees the cache
     with torch.inference_mode():
-        out = tk.sample(patched, pos, callback=lambda *a: dtypes.extend(t.dtype for e in cache.entries.values()
-                                                                        for t in (e.k, e.v)))
+        out = tk.sample(patched, pos, callback=lambda *a: dtypes.extend(t.dtype for t in cache.tensors()))
     assert torch.isfinite(out).all() and (out - base).abs().max() > 1e-2
     assert dtypes and set(dtypes) == {compute_dtype}

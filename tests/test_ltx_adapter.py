@@ -159,7 +159,7 @@ def test_every_attn2_is_patched_and_the_model_is_restored(model):
     out = sample(patched, pos, steps=3)
     assert (out - base).abs().max() > 1e-3
     assert run.calls_applied == 3
-    assert (run.dit_cache.embedded, run.dit_cache.computed) == (1, DEPTH)  # K-/V- cached across the 3 steps
+    assert (run.cache.embedded, run.cache.computed) == (1, DEPTH)  # K-/V- cached across the 3 steps
     assert torch.equal(sample(model, pos, steps=2), base)
     for i, block in enumerate(model.model.diffusion_model.transformer_blocks):
         assert type(block.attn2).__name__ == "CrossAttention"
@@ -415,7 +415,7 @@ def test_ltx2_video_and_audio_cross_attention_are_patched_and_the_model_is_resto
     out = av_sample(patched, pos, steps=3)
     assert av_changed(out, av_sample(av_model, pos, steps=3)) > 1e-3  # the video and the audio both move
     assert run.calls_applied == 3
-    assert (run.dit_cache.embedded, run.dit_cache.computed) == (1, 2 * DEPTH)  # both halves once, each layer once
+    assert (run.cache.embedded, run.cache.computed) == (1, 2 * DEPTH)  # both halves once, each layer once
     assert torch.equal(av_sample(av_model, pos, steps=2), base)
     for block in av_model.model.diffusion_model.transformer_blocks:
         assert type(block.attn2).__name__ == type(block.audio_attn2).__name__ == "CrossAttention"

@@ -63,7 +63,7 @@ def test_every_block_is_patched_and_the_model_is_restored(model):
     assert (out - base).abs().max() > 1e-3
     assert run.calls_applied == 3
     # the negative went through the caption embedder once, each block's kv_linear once, for all three steps
-    assert (run.dit_cache.embedded, run.dit_cache.computed) == (1, DEPTH)
+    assert (run.cache.embedded, run.cache.computed) == (1, DEPTH)
     # the unpatched model, loaded again, has its stock modules back and gives the same output as before
     assert torch.equal(sample(model, pos, steps=2), base)
     for block in model.model.diffusion_model.blocks:

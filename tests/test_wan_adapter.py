@@ -66,7 +66,7 @@ def test_every_block_is_patched_once_per_step_and_the_model_is_restored(t2v):
     out = sample(patched, pos, steps=3)
     assert (out - base).abs().max() > 1e-3
     assert run.calls_applied == 3
-    assert (run.dit_cache.embedded, run.dit_cache.computed) == (1, DEPTH)  # K-/V- cached across the 3 steps
+    assert (run.cache.embedded, run.cache.computed) == (1, DEPTH)  # K-/V- cached across the 3 steps
     assert torch.equal(sample(t2v, pos, steps=2), base)
     for i, block in enumerate(t2v.model.diffusion_model.blocks):
         assert type(block.cross_attn).__name__ == "WanT2VCrossAttention"

@@ -11,8 +11,9 @@ How a run works:
 * ``NASACrossAttentionPatch`` sits in one attention replace slot (chaining whatever was there). It
   projects the negative through the layer's own ``to_k``/``to_v`` (so LoRA-patched, quantised and
   offloaded weights go through ComfyUI's ops exactly like the positive) and applies equations 7-9.
-* ``NegativeKVCache`` keeps each layer's negative K/V between steps while the negative and the weights
-  are unchanged.
+* ``NegativeCache`` (one per run, ``NASARun.cache``) keeps each layer's negative K/V (and a DiT's embedded
+  negative) between steps while the negative and the weights are unchanged; ``NASARun.release`` empties it when
+  ComfyUI cleans up or unloads the model.
 
 State lives in the patch objects and in the per-call ``transformer_options``; the live model is never
 modified, so nothing remains patched after a run, an error or an interrupt.
@@ -171,13 +172,11 @@ class NASACallState:
     diagnosis: Optional[Callable[[], str]] = None  # why nothing was touched (NASARun.diagnose)
 
 
-@dataclass
 class _CacheEntry:
-    source: "weakref.ReferenceType"
-    weights: Tuple  # ((weakref, version) of to_k's and to_v's weight and bias), see _weight_identity
-    token: object
-    k: torch.Tensor
-    v: torch.Tensor
+    __slots__ = ("source", "weights", "token", "value")
+
+    def __init__(self, source, weights, token, value):
+        self.source, self.weights, self.token, self.value = source, weights, token, value
 
 
 def _version(t: torch.Tensor) -> int:
@@ -206,34 +205,89 @@ def _same_weights(cached: Tuple, linear) -> bool:
         for (ref, version, device, dtype), t in zip(cached, tensors))
 
 
-class NegativeKVCache:
-    """Negative K/V per (layer, source slot, device, dtype), reused between steps while the negative and the
-    layer's weights are the same objects, unmodified, under the same loaded patch set. Bounded: one entry per
-    layer and slot."""
+def weighted_modules(module) -> List[torch.nn.Module]:
+    """The modules of ``module`` (itself included) that carry a weight: what the cache must watch."""
+    return [m for m in module.modules() if isinstance(getattr(m, "weight", None), torch.Tensor)]
+
+
+def _may_cache(state: "NASACallState") -> bool:
+    """Nothing is kept inside torch.compile (the projection is traced into the graph), while autograd records, or
+    while ComfyUI hooks may rewrite the weights between steps (``state.cacheable``)."""
+    return not (torch.compiler.is_compiling() or not state.cacheable or torch.is_grad_enabled())
+
+
+class NegativeCache:
+    """The one cache of a NASA run: what the negative becomes on its way to each layer, kept between steps. Stages:
+    each layer's K-/V- (``project``: the layer's ``to_k``/``to_v`` of the negative itself, UNet; ``negative_kv``: of
+    the negative after the model's text embedder, whose output is a stage of its own, DiTs). An entry is reused while
+    its input is the same object and the weights that made it are the same tensors, unmodified, under the same loaded
+    patch set (``state.weights_token``); one entry per (stage, source slot, device, dtype): bounded. Emptied by
+    ``NASARun.release`` when ComfyUI cleans up or unloads the model."""
 
     def __init__(self):
         self.entries: Dict[Tuple, _CacheEntry] = {}
-        self.computed = 0  # projections actually run (tests read it)
+        self.computed = 0   # per-layer K-/V- projections actually run (tests and benchmarks read them)
+        self.embedded = 0   # text-embedder runs of the negative (DiTs)
+
+    def tensors(self):
+        """Every cached tensor (its dtypes, its memory)."""
+        for entry in self.entries.values():
+            yield from entry.value if isinstance(entry.value, tuple) else (entry.value,)
+
+    def _get(self, key, source, modules, token, compute: Callable):
+        entry = self.entries.get(key)
+        if entry is not None and entry.source() is source and entry.token == token and \
+                len(entry.weights) == len(modules) and all(_same_weights(w, m) for w, m in zip(entry.weights, modules)):
+            return entry.value
+        value = compute()
+        ids = [_weight_identity(m) for m in modules]
+        if all(i is not None for i in ids):
+            self.entries[key] = _CacheEntry(weakref.ref(source), ids, token, value)
+        else:  # ComfyUI recomputes these weights per call (lowvram LoRA): nothing may be kept
+            self.entries.pop(key, None)
+        return value
 
     def project(self, attn, layer_key, state: "NASACallState", dtype, device):
+        """(K-, V-) of a layer whose ``to_k``/``to_v`` take the negative as it comes (UNet)."""
         neg = state.negative
-        if torch.compiler.is_compiling() or not state.cacheable or torch.is_grad_enabled():
+
+        def projection():
             x = neg.to(device=device, dtype=dtype)
             return attn.to_k(x), attn.to_v(x)
-        key = (layer_key, state.source, device, dtype)
-        entry = self.entries.get(key)
-        if entry is not None and entry.source() is neg and entry.token == state.weights_token \
-                and _same_weights(entry.weights[0], attn.to_k) and _same_weights(entry.weights[1], attn.to_v):
-            return entry.k, entry.v
-        x = neg.to(device=device, dtype=dtype)
-        k, v = attn.to_k(x), attn.to_v(x)
-        self.computed += 1
-        ids = (_weight_identity(attn.to_k), _weight_identity(attn.to_v))
-        if ids[0] is not None and ids[1] is not None:
-            self.entries[key] = _CacheEntry(weakref.ref(neg), ids, state.weights_token, k, v)
-        else:
-            self.entries.pop(key, None)
-        return k, v
+
+        if not _may_cache(state):
+            return projection()
+
+        def counted():
+            self.computed += 1
+            return projection()
+
+        return self._get((layer_key, state.source, device, dtype), neg, [attn.to_k, attn.to_v], state.weights_token,
+                         counted)
+
+    def negative_kv(self, layer_key, state: "NASACallState", dtype, device, embedder, embed: Callable,
+                    layer_modules, project: Callable):
+        """(K-, V-) of one DiT layer: ``project(embed(negative))``; ``embedder`` holds the weights ``embed`` uses."""
+        slot = (state.source, device, dtype)
+        if not _may_cache(state):
+            memo = state.__dict__.setdefault("nasa_embedded_negative", {})  # once per call, not per layer
+            e = memo.get(slot)
+            if e is None:
+                e = memo[slot] = embed(state.negative.to(device=device, dtype=dtype))
+            return project(e)
+
+        def run_embedder():
+            self.embedded += 1
+            return embed(state.negative.to(device=device, dtype=dtype))
+
+        e = self._get(("embedded",) + slot, state.negative, weighted_modules(embedder), state.weights_token,
+                      run_embedder)
+
+        def run_projection():
+            self.computed += 1
+            return project(e)
+
+        return self._get((layer_key,) + slot, e, layer_modules, state.weights_token, run_projection)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -300,7 +354,7 @@ class NASARun:
         self.context_width = context_width
         self.previous_wrapper = previous_wrapper
         self.state_key = f"nasa_state_{uuid.uuid4().hex[:8]}"  # own key: two NASA patches can be chained
-        self.cache = NegativeKVCache()
+        self.cache = NegativeCache()  # every layer's negative K/V (and a DiT's embedded negative)
         self._model_negative_on: Optional[torch.Tensor] = None  # the model-wide negative on the last device used
         self._last_prompt_negative: Optional[torch.Tensor] = None
         self.calls_applied = 0
@@ -316,9 +370,6 @@ class NASARun:
         """Drop every cached tensor (negative K/V, embedded negatives, the negative moved to the device): called
         when ComfyUI cleans up the model after sampling and when it unloads it (``register_release``)."""
         self.cache.entries.clear()
-        dit_cache = getattr(self, "dit_cache", None)
-        if dit_cache is not None:
-            dit_cache.entries.clear()
         self._model_negative_on = None
         self._last_prompt_negative = None
 

@@ -16,7 +16,7 @@ that module, so NASA goes in as an object patch (``ModelPatcher.add_object_patch
 
 The negative goes through the model's own caption embedder once per call, then through each block's own key and
 value projections (Wan: and its key RMSNorm), and both stages are cached between steps while the negative and the
-weights are the same (``DiTNegativeCache``).
+weights are the same (the run's one cache, ``comfy_runtime.NegativeCache``).
 
 The per-call decision (``NASACallState``) comes from ``NASARun``. Wan passes ``transformer_options`` down to the
 cross-attention; PixArt does not, so ``StatePublisher`` (an ``APPLY_MODEL`` wrapper from
@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import contextvars
 import math
-import weakref
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import torch
 
 from ..attention import NASAInputError, negative_attention, steer_away
-from .comfy_runtime import NASACallState, _same_weights, _weight_identity
+from .comfy_runtime import NASACallState, NegativeCache, weighted_modules
 
 # state_key -> NASACallState of the denoiser call in progress (PixArt: no transformer_options inside the blocks)
 _ACTIVE_STATES: contextvars.ContextVar = contextvars.ContextVar("comfyui_nasa_active_states", default=None)
@@ -85,69 +84,6 @@ def current_state(state_key: str, transformer_options: Optional[dict]) -> Option
             return state
     published = _ACTIVE_STATES.get()
     return published.get(state_key) if published else None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The negative's keys and values, cached between steps
-
-
-def weighted_modules(module) -> List[torch.nn.Module]:
-    """The modules of ``module`` (itself included) that carry a weight: what the cache must watch."""
-    return [m for m in module.modules() if isinstance(getattr(m, "weight", None), torch.Tensor)]
-
-
-class _Entry:
-    __slots__ = ("source", "weights", "token", "value")
-
-    def __init__(self, source, weights, token, value):
-        self.source, self.weights, self.token, self.value = source, weights, token, value
-
-
-class DiTNegativeCache:
-    """Two stages, each reused while its input is the same object and the weights it uses are unchanged:
-    the embedded negative (caption embedder, once per model) and each layer's K-/V- (per layer)."""
-
-    def __init__(self):
-        self.entries: Dict[Tuple, _Entry] = {}
-        self.embedded = 0   # caption-embedder runs (tests read them)
-        self.computed = 0   # per-layer K/V projections
-
-    def _get(self, key, source, modules, token, compute: Callable):
-        entry = self.entries.get(key)
-        if entry is not None and entry.source() is source and entry.token == token and \
-                len(entry.weights) == len(modules) and all(_same_weights(w, m) for w, m in zip(entry.weights, modules)):
-            return entry.value
-        value = compute()
-        ids = [_weight_identity(m) for m in modules]
-        if all(i is not None for i in ids):
-            self.entries[key] = _Entry(weakref.ref(source), ids, token, value)
-        else:  # ComfyUI recomputes these weights per call (lowvram LoRA): nothing may be kept
-            self.entries.pop(key, None)
-        return value
-
-    def negative_kv(self, layer_key, state: NASACallState, dtype, device, embedder, embed: Callable,
-                    layer_modules, project: Callable):
-        """(K-, V-) of one layer: ``project(embed(negative))``."""
-        slot = (state.source, device, dtype)
-        if torch.compiler.is_compiling() or not state.cacheable or torch.is_grad_enabled():
-            memo = state.__dict__.setdefault("nasa_embedded_negative", {})  # once per call, not per layer
-            e = memo.get(slot)
-            if e is None:
-                e = memo[slot] = embed(state.negative.to(device=device, dtype=dtype))
-            return project(e)
-
-        def run_embedder():
-            self.embedded += 1
-            return embed(state.negative.to(device=device, dtype=dtype))
-
-        e = self._get(("embedded",) + slot, state.negative, weighted_modules(embedder), state.weights_token,
-                      run_embedder)
-
-        def run_projection():
-            self.computed += 1
-            return project(e)
-
-        return self._get((layer_key,) + slot, e, layer_modules, state.weights_token, run_projection)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,7 +175,7 @@ class NASAObjectCrossAttention(torch.nn.Module):
     """Base of the per-family object patches. ``original`` is the family's stock module (its projections are
     used for the query and the negative), ``previous`` what occupied the slot before (None: the stock module)."""
 
-    def __init__(self, run, cache: DiTNegativeCache, layer_key: str, group: str, original, previous, embedder,
+    def __init__(self, run, cache: Optional[NegativeCache], layer_key: str, group: str, original, previous, embedder,
                  embed: Callable, stock_class: type):
         super().__init__()
         occupant = previous if previous is not None else original
@@ -285,6 +221,6 @@ def occupants(model_patcher, key: str):
     return original, previous
 
 
-__all__ = ["DiTNegativeCache", "NASAObjectCrossAttention", "StatePublisher", "block_group", "chosen_blocks",
+__all__ = ["NASAObjectCrossAttention", "StatePublisher", "block_group", "chosen_blocks",
            "current_state", "install_state_publisher", "negative_key_mask", "negative_valid", "occupants",
            "steer_rows", "subtract_projected", "tag_negative_mask", "weighted_modules"]

@@ -36,7 +36,7 @@ import torch
 
 from .base import NASAAdapter, NASASettings
 from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, chosen_blocks,
+from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks,
                             install_state_publisher, negative_key_mask, negative_valid, occupants, steer_rows,
                             subtract_projected, weighted_modules)
 
@@ -158,7 +158,7 @@ class LTXVAdapter(NASAAdapter):
         # the negative's own padding: its CONDITIONING's attention mask (Apply NASA Model Patch passes the dict)
         mask = (settings.negative_extra or {}).get("attention_mask")
         valid = None if settings.negative is None else negative_valid(settings.negative, mask)
-        cache = DiTNegativeCache()
+        cache = run.cache
         layers = self.layers(model_patcher, settings.blocks)
         for key, index, group in layers:
             original, previous = occupants(model_patcher, key)
@@ -166,7 +166,6 @@ class LTXVAdapter(NASAAdapter):
             patch.valid, patch.part = valid, parts[key.rsplit(".", 1)[1]]
             model_patcher.add_object_patch(key, patch)
             run.slots.append(("object", key, patch))
-        run.dit_cache = cache
         install_wrapper(model_patcher, run)
         install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
         return len(layers)

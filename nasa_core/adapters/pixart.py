@@ -17,7 +17,7 @@ import torch
 
 from .base import NASAAdapter, NASASettings
 from .comfy_runtime import NASARun, install_wrapper
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, chosen_blocks,
+from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks,
                             install_state_publisher, occupants, steer_rows, subtract_projected, weighted_modules)
 
 
@@ -89,7 +89,7 @@ class PixArtAdapter(NASAAdapter):
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         stock = _pixart_classes()[1]
         embedder = model_patcher.get_model_object("diffusion_model.y_embedder")
-        cache = DiTNegativeCache()
+        cache = run.cache
         layers = self.layers(model_patcher, settings.blocks)
         for key, index, group in layers:
             original, previous = occupants(model_patcher, key)
@@ -97,7 +97,6 @@ class PixArtAdapter(NASAAdapter):
                                              _embed_caption(embedder), stock)
             model_patcher.add_object_patch(key, patch)
             run.slots.append(("object", key, patch))
-        run.dit_cache = cache
         install_wrapper(model_patcher, run)
         install_state_publisher(model_patcher, run.state_key)
         return len(layers)

@@ -21,8 +21,8 @@ from typing import List, Tuple
 import torch
 
 from .base import NASAAdapter, NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper, override_call_options
-from .dit_crossattn import (DiTNegativeCache, NASAObjectCrossAttention, block_group, chosen_blocks, current_state,
+from .comfy_runtime import HAS_WRAP_ATTN, NASARun, NegativeCache, install_wrapper, override_call_options
+from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks, current_state,
                             install_state_publisher, occupants, steer_rows, subtract_projected, weighted_modules)
 
 
@@ -79,7 +79,7 @@ class WanNASACrossAttention(NASAObjectCrossAttention):
         return attn.o(z)
 
 
-def negative_kv(cache: DiTNegativeCache, layer_key: str, state, q: torch.Tensor, attn, embedder
+def negative_kv(cache: NegativeCache, layer_key: str, state, q: torch.Tensor, attn, embedder
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """K-/V- of one Wan cross-attention: the negative through the model's text embedding, then the layer's own
     ``k`` and key RMSNorm, and ``v`` (cached while those weights are unchanged)."""
@@ -117,7 +117,7 @@ class WanAdapter(NASAAdapter):
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
         _, t2v, i2v = _wan_classes()
         embedder = model_patcher.get_model_object("diffusion_model.text_embedding")
-        cache = DiTNegativeCache()
+        cache = run.cache
         layers = self.layers(model_patcher, settings.blocks)
         for key, index, group in layers:
             original, previous = occupants(model_patcher, key)
@@ -126,7 +126,6 @@ class WanAdapter(NASAAdapter):
             patch.image_context = isinstance(original, i2v)
             model_patcher.add_object_patch(key, patch)
             run.slots.append(("object", key, patch))
-        run.dit_cache = cache
         install_wrapper(model_patcher, run)
         install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
         return len(layers)
@@ -139,7 +138,7 @@ class WanHookBlockPatch:
     call (its second attention call; I2V's third, after the image tokens' call) by alpha * softmax(q K-^T) V-,
     before the output projection, as the object patch does."""
 
-    def __init__(self, run: NASARun, cache: DiTNegativeCache, index: int, group: str, cross_attn, embedder):
+    def __init__(self, run: NASARun, cache: NegativeCache, index: int, group: str, cross_attn, embedder):
         self.run, self.cache, self.index, self.group = run, cache, index, group
         self.attn, self.embedder = cross_attn, embedder
         self.text_call = 2 if isinstance(cross_attn, _wan_classes()[2]) else 1
@@ -184,8 +183,7 @@ def hook_patches(model_patcher, settings: NASASettings, run: NASARun):
         return None
     model = model_patcher.model.diffusion_model
     embedder = model_patcher.get_model_object("diffusion_model.text_embedding")
-    cache = DiTNegativeCache()
-    run.dit_cache = cache
+    cache = run.cache
     patches = {}
     for key, index, group in WanAdapter().layers(model_patcher, settings.blocks):
         patches[("double_block", index)] = WanHookBlockPatch(run, cache, index, group, model.blocks[index].cross_attn,
