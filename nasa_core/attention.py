@@ -126,14 +126,19 @@ def negative_attention(q: Tensor, k_neg: Tensor, v_neg: Tensor, heads: int, mask
     return attention(q, k_neg, v_neg, heads)
 
 
-def steer_away(z_pos: Tensor, z_neg: Tensor, alpha: Alpha) -> Tensor:
+def steer_away(z_pos: Tensor, z_neg: Tensor, alpha: Alpha, bound: Optional[float] = None) -> Tensor:
     """Equation 9, Z+ - alpha * Z-, accumulated in fp32 for half inputs and returned in Z+'s dtype.
 
     A tensor alpha is taken as validated by the caller (``check_alpha``): checking it here would sync
-    the device in every layer and break torch.compile graphs."""
+    the device in every layer and break torch.compile graphs. ``bound`` (an extension beyond the paper, for joint
+    attention; None: off): |alpha * Z-| is capped at bound * |Z+| per token (norm over the last axis), in fp32."""
     if not isinstance(alpha, Tensor):
         alpha = check_alpha(alpha)
     a = _alpha_column(alpha, z_pos.shape[0], z_pos.device, torch.float32)
+    if bound is not None:
+        sub = a * z_neg.float()
+        ratio = bound * z_pos.float().norm(dim=-1, keepdim=True) / sub.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return (z_pos.float() - sub * ratio.clamp(max=1.0)).to(z_pos.dtype)
     if z_pos.dtype in (torch.float16, torch.bfloat16):
         return (z_pos.float() - a * z_neg.float()).to(z_pos.dtype)
     a = a if isinstance(a, float) else a.to(z_pos.dtype)

@@ -14,6 +14,8 @@ How a run works:
 * ``NegativeCache`` (one per run, ``NASARun.cache``) keeps each layer's negative K/V (and a DiT's embedded
   negative) between steps while the negative and the weights are unchanged; ``NASARun.release`` empties it when
   ComfyUI cleans up or unloads the model.
+* ``steer_rows`` is the one steering step of every adapter: Z+ - alpha * Z- on the batch rows (and, for joint
+  attention, the token rows) the call state selects, each row with its own alpha.
 
 State lives in the patch objects and in the per-call ``transformer_options``; the live model is never
 modified, so nothing remains patched after a run, an error or an interrupt.
@@ -291,6 +293,58 @@ class NegativeCache:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Equation 9 on the rows the call state names
+
+
+def check_negative_width(layer_key, k_neg: torch.Tensor, q: torch.Tensor):
+    if k_neg.shape[-1] != q.shape[-1]:
+        raise NASAInputError(f"layer {layer_key}: negative keys of width {k_neg.shape[-1]} do not fit "
+                             f"queries of width {q.shape[-1]}")
+
+
+def steer_rows(z_pos: torch.Tensor, q: torch.Tensor, k_neg: torch.Tensor, v_neg: torch.Tensor, heads: int,
+               state: NASACallState, attend, in_place: bool, neg_mask: Optional[torch.Tensor] = None,
+               aligned: bool = False, tokens: Optional[slice] = None, seq_dim: int = 1,
+               bound: Optional[float] = None) -> torch.Tensor:
+    """Z+ - alpha * Z- on the rows ``state`` selects (all, CFG's contiguous cond chunk, or scattered rows), each with
+    its own alpha; the rows it does not select are returned as they came. The one steering step of every adapter.
+
+    ``z_pos`` [B, N, C] is the attention output; ``q`` the queries ([B, N, C], per head [B, N, H, D], or with the
+    token axis at ``seq_dim``); ``attend(q, k, v, heads[, mask])`` the attention call. ``in_place``: ``z_pos`` is the
+    fresh output of the attention call NASA made itself, held by nothing else, so it may be overwritten (never while
+    autograd records); False over an occupant's output.
+    ``neg_mask``: an additive key mask of the negative ([1 or n, 1, 1, T], ``negative_key_mask``), indexed like its
+    keys. ``aligned``: K-/V- (and the mask) already hold one row per selected row (or one for all), e.g. a negative
+    refined with each row's own timestep (Kandinsky 5), or a joint block's negative stream.
+    ``tokens``: the query rows steered, None for all; joint attention steers only the generated image's rows (its
+    text rows are the prompt's own update). ``bound``: cap |alpha Z-| at bound * |Z+| per token (the joint-attention
+    extension beyond the paper; None: off)."""
+    if state.neg_rows is not None and not aligned:
+        k_neg, v_neg = k_neg[state.neg_rows], v_neg[state.neg_rows]
+        if neg_mask is not None and neg_mask.shape[0] != 1:
+            neg_mask = neg_mask[state.neg_rows]
+    rows, batch = state.rows, z_pos.shape[0]
+    scattered = rows is not None and rows != list(range(rows[0], rows[0] + len(rows)))
+    lo, n = (0, batch) if rows is None else (rows[0], len(rows))  # all rows, or CFG's contiguous cond chunk
+    q_sel = q[rows] if scattered else q.narrow(0, lo, n)
+    if tokens is not None:
+        q_sel = q_sel.narrow(seq_dim, tokens.start, tokens.stop - tokens.start)
+    z_neg = negative_attention(q_sel, k_neg, v_neg, heads, neg_mask, attention=attend)
+    if tokens is None and not scattered:
+        if in_place and not z_pos.requires_grad and bound is None:
+            # z_pos is the fresh output of NASA's own attention call: subtract in place, one fused pass
+            alpha = state.alpha.to(device=z_pos.device, dtype=z_pos.dtype).reshape(-1, 1, 1)
+            z_pos.narrow(0, lo, n).addcmul_(alpha, z_neg.to(z_pos.dtype), value=-1.0)
+            return z_pos
+        steered = steer_away(z_pos.narrow(0, lo, n), z_neg, state.alpha, bound)
+        return steered if n == batch else torch.cat([z_pos[:lo], steered, z_pos[lo + n:]])
+    where = (rows if scattered else slice(lo, lo + n),) + ((tokens,) if tokens is not None else ())
+    out = z_pos if in_place and not z_pos.requires_grad else z_pos.clone()
+    out[where] = steer_away(z_pos[where], z_neg, state.alpha, bound)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The patch in each attention slot
 
 
@@ -317,27 +371,9 @@ class NASACrossAttentionPatch:
         if state is None:  # blocks were chosen at install: this layer's patch exists because it was chosen
             return z_pos
         k_neg, v_neg = self.run.cache.project(self.attn, self.layer_key, state, q.dtype, q.device)
-        if k_neg.shape[-1] != q.shape[-1]:
-            raise NASAInputError(f"layer {self.layer_key}: negative keys of width {k_neg.shape[-1]} do not fit "
-                                 f"queries of width {q.shape[-1]}")
+        check_negative_width(self.layer_key, k_neg, q)
         state.touched += 1
-        if state.neg_rows is not None:
-            k_neg, v_neg = k_neg[state.neg_rows], v_neg[state.neg_rows]
-        rows, batch = state.rows, q.shape[0]
-        if rows is not None and rows != list(range(rows[0], rows[0] + len(rows))):  # scattered rows: gather
-            z_neg = negative_attention(q[rows], k_neg, v_neg, heads, attention=attend)
-            out = z_pos.clone()
-            out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
-            return out
-        lo, n = (0, batch) if rows is None else (rows[0], len(rows))  # all rows, or CFG's contiguous cond chunk
-        z_neg = negative_attention(q.narrow(0, lo, n), k_neg, v_neg, heads, attention=attend)
-        if self.previous is None and not z_pos.requires_grad:
-            # z_pos is the fresh output of our own attention call: subtract in place, one fused pass
-            alpha = state.alpha.to(device=z_pos.device, dtype=z_pos.dtype).reshape(-1, 1, 1)
-            z_pos.narrow(0, lo, n).addcmul_(alpha, z_neg.to(z_pos.dtype), value=-1.0)
-            return z_pos
-        steered = steer_away(z_pos.narrow(0, lo, n), z_neg, state.alpha)
-        return steered if n == batch else torch.cat([z_pos[:lo], steered, z_pos[lo + n:]])
+        return steer_rows(z_pos, q, k_neg, v_neg, heads, state, attend, in_place=self.previous is None)
 
 
 # ---------------------------------------------------------------------------------------------------------

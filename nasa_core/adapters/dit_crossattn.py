@@ -10,7 +10,8 @@ that module, so NASA goes in as an object patch (``ModelPatcher.add_object_patch
   outside the module tree (it is restored by ComfyUI when the patch comes off);
 * with no NASA decision for this call, just calls the module it replaced (bit-identical);
 * with a decision, computes the query projection once for both halves: Z+ from the positive keys, Z- from
-  the negative's keys, Z+ - alpha * Z- before the output projection (the stock module, exact class only);
+  the negative's keys, Z+ - alpha * Z- before the output projection (the stock module, exact class only;
+  ``comfy_runtime.steer_rows``);
 * when another object patch already held the slot, calls it for Z+ (already output-projected) and subtracts
   alpha * W_out Z- (no bias): the chained occupant keeps working.
 
@@ -31,8 +32,8 @@ from typing import Callable, List, Optional
 
 import torch
 
-from ..attention import NASAInputError, negative_attention, steer_away
-from .comfy_runtime import NASACallState, NegativeCache, weighted_modules
+from ..attention import NASAInputError
+from .comfy_runtime import NASACallState, NegativeCache, check_negative_width, steer_rows, weighted_modules
 
 # state_key -> NASACallState of the denoiser call in progress (PixArt: no transformer_options inside the blocks)
 _ACTIVE_STATES: contextvars.ContextVar = contextvars.ContextVar("comfyui_nasa_active_states", default=None)
@@ -87,35 +88,7 @@ def current_state(state_key: str, transformer_options: Optional[dict]) -> Option
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Equation 9 on the rows the call state names
-
-
-def steer_rows(z_pos: torch.Tensor, q: torch.Tensor, k_neg: torch.Tensor, v_neg: torch.Tensor, heads: int,
-               state: NASACallState, attend, in_place: bool, neg_mask: Optional[torch.Tensor] = None,
-               aligned: bool = False) -> torch.Tensor:
-    """Z+ - alpha * Z- on the rows ``state`` selects (all, CFG's contiguous cond chunk, or scattered rows).
-
-    ``neg_mask``: an additive key mask of the negative ([1 or n, 1, 1, T], ``negative_key_mask``), indexed like its
-    keys; ``attend`` then receives it as its fifth argument. ``aligned``: K-/V- (and the mask) already hold one row
-    per selected row (or one for all), e.g. a negative refined with each row's own timestep (Kandinsky 5)."""
-    if state.neg_rows is not None and not aligned:
-        k_neg, v_neg = k_neg[state.neg_rows], v_neg[state.neg_rows]
-        if neg_mask is not None and neg_mask.shape[0] != 1:
-            neg_mask = neg_mask[state.neg_rows]
-    rows, batch = state.rows, q.shape[0]
-    if rows is not None and rows != list(range(rows[0], rows[0] + len(rows))):
-        z_neg = negative_attention(q[rows], k_neg, v_neg, heads, neg_mask, attention=attend)
-        out = z_pos.clone()
-        out[rows] = steer_away(z_pos[rows], z_neg, state.alpha)
-        return out
-    lo, n = (0, batch) if rows is None else (rows[0], len(rows))
-    z_neg = negative_attention(q.narrow(0, lo, n), k_neg, v_neg, heads, neg_mask, attention=attend)
-    if in_place and not z_pos.requires_grad:
-        alpha = state.alpha.to(device=z_pos.device, dtype=z_pos.dtype).reshape(-1, 1, 1)
-        z_pos.narrow(0, lo, n).addcmul_(alpha, z_neg.to(z_pos.dtype), value=-1.0)
-        return z_pos
-    steered = steer_away(z_pos.narrow(0, lo, n), z_neg, state.alpha)
-    return steered if n == batch else torch.cat([z_pos[:lo], steered, z_pos[lo + n:]])
+# Equation 9 over a chained occupant
 
 
 def subtract_projected(out: torch.Tensor, q: torch.Tensor, k_neg, v_neg, heads: int, state: NASACallState, attend,
@@ -204,9 +177,7 @@ class NASAObjectCrossAttention(torch.nn.Module):
         return state
 
     def check_negative(self, k_neg: torch.Tensor, q: torch.Tensor):
-        if k_neg.shape[-1] != q.shape[-1]:
-            raise NASAInputError(f"layer {self.layer_key}: negative keys of width {k_neg.shape[-1]} do not fit "
-                                 f"queries of width {q.shape[-1]}")
+        check_negative_width(self.layer_key, k_neg, q)
 
 
 def occupants(model_patcher, key: str):

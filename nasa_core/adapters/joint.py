@@ -51,7 +51,7 @@ import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention import NASAInputError
 from .base import NASAAdapter, NASASettings, chosen_positions
-from .comfy_runtime import NASARun, install_wrapper, override_call_options
+from .comfy_runtime import NASARun, install_wrapper, override_call_options, steer_rows
 
 HAS_ATTENTION_OVERRIDE = hasattr(comfy_attention, "wrap_attn")
 # The family default: the first third of the blocks in run order, one rule for FLUX.1 and SD3. On FLUX.1 it is
@@ -105,12 +105,12 @@ class JointNASARun(NASARun):
 
 class NegativeStream:
     """The negative text stream of one denoiser call: hidden states [n, T, C] after the blocks run so far,
-    the batch rows NASA steers, their alpha, and the K/V/Q the current block made of the negative."""
+    the batch rows NASA steers (their alpha is the call state's), and the K/V/Q the current block made of the
+    negative."""
 
-    def __init__(self, hidden, rows, alpha, mode):
+    def __init__(self, hidden, rows, mode):
         self.hidden = hidden
         self.rows = rows          # slice or list of batch rows
-        self.alpha = alpha        # [n]
         self.mode = mode
         self.txt_len = None       # text tokens in front of the image in the joint sequence
         self.q = self.k = self.v = None
@@ -160,19 +160,10 @@ class JointBlockPatch:
         rows = stream.rows
         seq = 2 if skip_reshape else 1
         if self.apply:
-            q_img = _take(q, rows).narrow(seq, t, q.shape[seq] - t)
-            z_neg = attend(q_img, stream.k, stream.v)
-            z_pos = attn[rows, t:]
-            alpha = stream.alpha.to(device=z_neg.device, dtype=torch.float32).reshape(-1, 1, 1)
-            sub = alpha * z_neg.float()
-            bound = self.run.settings.bound
-            if bound is not None:  # extension beyond the paper: |alpha Z-| <= bound |Z+| per image token
-                ratio = bound * z_pos.float().norm(dim=-1, keepdim=True) / sub.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                sub = sub * ratio.clamp(max=1.0)
-            steered = (z_pos.float() - sub).to(attn.dtype)
-            if attn.requires_grad:
-                attn = attn.clone()
-            attn[rows, t:] = steered
+            # the image queries only (the text rows are the prompt's own update); the stream's K/V are per steered row
+            attn = steer_rows(attn, q, stream.k, stream.v, heads, stream.state,
+                              lambda qq, kk, vv, _heads: attend(qq, kk, vv), in_place=True, aligned=True,
+                              tokens=slice(t, q.shape[seq]), seq_dim=seq, bound=self.run.settings.bound)
             stream.state.touched += 1
         if stream.mode == "full+" and not self.last:
             k_img = _take(k, rows).narrow(seq, t, k.shape[seq] - t)
@@ -297,8 +288,7 @@ class JointFamily:
                 neg = neg[state.neg_rows]
             elif neg.shape[0] != n:
                 neg = neg.expand(n, *neg.shape[1:])
-            stream = NegativeStream(self.embed(run.diffusion_model, neg), rows, state.alpha,
-                                    run.settings.negative_stream)
+            stream = NegativeStream(self.embed(run.diffusion_model, neg), rows, run.settings.negative_stream)
             stream.embedded = stream.hidden
             stream.state = state
             state._nasa_joint_stream = stream

@@ -40,7 +40,7 @@ import torch
 
 from ..attention import NASAInputError
 from .base import NASAAdapter, NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, comfy_release, install_wrapper, override_call_options
+from .comfy_runtime import HAS_WRAP_ATTN, comfy_release, install_wrapper, override_call_options, steer_rows
 from .joint import JointNASARun, steered_positions
 
 
@@ -68,13 +68,12 @@ class CallInfo:
 
 class NegativeRows:
     """The negative of one denoiser call as it runs through the blocks: hidden states for every batch row
-    ([B, T, C]; rows NASA does not steer carry zeros and are ignored), the batch rows it steers with their alpha,
-    which of its tokens are real (not padding), and its rotary positions."""
+    ([B, T, C]; rows NASA does not steer carry zeros and are ignored), the batch rows it steers, which of its tokens
+    are real (not padding), and its rotary positions."""
 
-    def __init__(self, hidden, rows, alpha, valid):
+    def __init__(self, hidden, rows, valid):
         self.hidden = hidden
-        self.rows = rows      # list of batch rows NASA steers
-        self.alpha = alpha    # [len(rows)]
+        self.rows = rows      # list of batch rows NASA steers (their alpha is the call state's)
         self.valid = valid    # [B, T] bool: real tokens (padding: False)
         self.text_len = None  # the positive text rows of the current call (set by the first block)
         self.state = None
@@ -141,7 +140,7 @@ class RowsBlockPatch:
         hidden = self.family.embed(dm, raw.to(dtype), full_valid, info)
         if isinstance(hidden, tuple):  # the family pads the embedded negative as it pads a prompt (Z-Image)
             hidden, full_valid = hidden
-        rows = NegativeRows(hidden, steered, state.alpha.to(device=device, dtype=torch.float32), full_valid)
+        rows = NegativeRows(hidden, steered, full_valid)
         rows.state = state
         state._nasa_rows = rows
         return rows
@@ -227,7 +226,7 @@ class RowsBlockPatch:
             heads = a[3] if len(a) > 3 else kw["heads"]
             neg_kw = override_call_options(kw)
 
-            def attend(qq, kk, vv, mask=None):
+            def attend(qq, kk, vv, _heads=None, mask=None):  # the core's (q, k, v, heads, mask) form
                 options = neg_kw if mask is None else {**neg_kw, "mask": mask}
                 if previous_override is not None:
                     return previous_override(func, qq, kk, vv, heads, **options)
@@ -251,18 +250,12 @@ class RowsBlockPatch:
             img_v = v[sel].narrow(seq, lo + shift, hi - lo)
             valid = valid_all[sel]
             neg_out = attend(neg_q, torch.cat((neg_k, img_k), dim=seq), torch.cat((neg_v, img_v), dim=seq),
-                             _key_mask(valid, hi - lo, q.dtype))
+                             mask=_key_mask(valid, hi - lo, q.dtype))
             full_neg = torch.zeros((out.shape[0], t, out.shape[2]), dtype=out.dtype, device=out.device)
             full_neg[sel] = neg_out.to(out.dtype)
-            if patch.apply:
-                g_lo, g_hi = gen
-                q_img = q_kept[sel].narrow(seq, g_lo, g_hi - g_lo)
-                z_neg = attend(q_img, neg_k, neg_v, _key_mask(valid, 0, q.dtype))
-                alpha = rows.alpha.reshape(-1, 1, 1)
-                z_pos = out[sel, g_lo:g_hi]
-                steered = (z_pos.float() - alpha * z_neg.float()).to(out.dtype)
-                out = out.clone() if out.requires_grad else out
-                out[sel, g_lo:g_hi] = steered
+            if patch.apply:  # the generated image's rows only: the text and every other row are the model's own
+                out = steer_rows(out, q_kept, neg_k, neg_v, heads, rows.state, attend, in_place=True,
+                                 neg_mask=_key_mask(valid, 0, q.dtype), aligned=True, tokens=slice(*gen), seq_dim=seq)
                 rows.state.touched += 1
             return torch.cat((out[:, :at], full_neg, out[:, at:]), dim=1)
 
