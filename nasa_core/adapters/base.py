@@ -45,6 +45,12 @@ def parse_blocks(text: str) -> FrozenSet:
     return frozenset(chosen)
 
 
+def third_of(position: int, count: int) -> str:
+    """The Advanced node's switches on a DiT, which has no down/middle/up blocks: the first, middle and last third of
+    its ``count`` blocks in the order they run answer to "input", "middle" and "output"."""
+    return ("input", "middle", "output")[min(position * 3 // max(count, 1), 2)]
+
+
 def chosen_positions(labels, blocks, default, family: str):
     """The one block-selection rule of every adapter. ``labels[j]``: the names block j (in run order) answers to
     (its UNet group, its third of the DiT, double/single); ``default``: the family's default positions. The three

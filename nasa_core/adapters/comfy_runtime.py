@@ -2,7 +2,7 @@
 
 How a run works:
 
-* ``NASAModelWrapper`` sits in ``model_options["model_function_wrapper"]`` (chaining whatever was there).
+* ``NASARun`` sits in ``model_options["model_function_wrapper"]`` (chaining whatever was there).
   For every denoiser call it decides, per batch element, which negative and which alpha apply: a
   per-prompt negative carried by the conditioning (``model_conds``, put there by NASA Negative
   Conditioning) wins; otherwise the model-wide negative applies to the positive (cond) chunks only, so
@@ -16,6 +16,8 @@ How a run works:
   ComfyUI cleans up or unloads the model.
 * ``steer_rows`` is the one steering step of every adapter: Z+ - alpha * Z- on the batch rows (and, for joint
   attention, the token rows) the call state selects, each row with its own alpha.
+* ``install_patch`` puts each of NASA's patches into its slot (a replace slot or an object patch,
+  ``NASAObjectPatch``) over whatever held it, and records it for ``NASARun.diagnose``.
 
 State lives in the patch objects and in the per-call ``transformer_options``; the live model is never
 modified, so nothing remains patched after a run, an error or an interrupt.
@@ -374,6 +376,57 @@ class NASACrossAttentionPatch:
         check_negative_width(self.layer_key, k_neg, q)
         state.touched += 1
         return steer_rows(z_pos, q, k_neg, v_neg, heads, state, attend, in_place=self.previous is None)
+
+
+class NASAObjectPatch(torch.nn.Module):
+    """Base of NASA's object patches (``ModelPatcher.add_object_patch``: a module in the place of a model's module on
+    one clone, which ComfyUI puts back when the clone is unloaded). It exposes the children of what held the slot
+    (``previous``, else the stock module ``original``) under their own names, so ComfyUI finds the same state-dict
+    names for LoRA and offloading, and keeps ``original``, ``occupant`` and ``previous`` outside the module tree (one
+    copy of each weight). Deep copies (ModelPatcher.clone) share it."""
+
+    def __init__(self, original, previous):
+        super().__init__()
+        occupant = previous if previous is not None else original
+        for name, child in occupant.named_children():  # same state-dict names as without the patch
+            self.add_module(name, child)
+        object.__setattr__(self, "original", original)
+        object.__setattr__(self, "occupant", occupant)
+        object.__setattr__(self, "previous", previous)  # the chain NASARun.diagnose walks
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def occupants(model_patcher, key: str):
+    """(stock module, current occupant or None) of an object-patch slot of this clone."""
+    import comfy.utils
+    previous = model_patcher.object_patches.get(key)
+    original = model_patcher.object_patches_backup.get(key)
+    if original is None:
+        original = comfy.utils.get_attr(model_patcher.model, key)
+    while isinstance(original, NASAObjectPatch):  # live model still holds another clone's patch
+        original = original.original
+    return original, previous
+
+
+def install_patch(model_patcher, run: "NASARun", kind: str, key, make: Callable):
+    """Put one of NASA's patches on the clone over whatever holds that slot now, and record it in ``run.slots`` (what
+    ``NASARun.diagnose`` checks). ``kind`` "attn2" or "dit": a replace slot of ``transformer_options``, ``key`` its
+    (block name, number[, transformer index]); "object": an object patch of the module at path ``key``.
+    ``make(original, previous)`` builds NASA's patch: ``previous`` is what held the slot (None: nothing, or the stock
+    module), ``original`` the stock module of an object slot (None for a replace slot, where ComfyUI's own code
+    runs). The one install path of every adapter."""
+    if kind == "object":
+        original, previous = occupants(model_patcher, key)
+        patch = make(original, previous)
+        model_patcher.add_object_patch(key, patch)
+    else:
+        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
+        patch = make(None, replace.get(key))
+        model_patcher.set_model_patch_replace(patch, kind, *key)
+    run.slots.append((kind, key, patch))
+    return patch
 
 
 # ---------------------------------------------------------------------------------------------------------

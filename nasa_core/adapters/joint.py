@@ -50,8 +50,8 @@ import torch
 import comfy.ldm.modules.attention as comfy_attention
 
 from ..attention import NASAInputError
-from .base import NASAAdapter, NASASettings, chosen_positions
-from .comfy_runtime import NASARun, install_wrapper, override_call_options, steer_rows
+from .base import NASAAdapter, NASASettings, chosen_positions, third_of
+from .comfy_runtime import NASARun, install_patch, install_wrapper, override_call_options, steer_rows
 
 HAS_ATTENTION_OVERRIDE = hasattr(comfy_attention, "wrap_attn")
 # The family default: the first third of the blocks in run order, one rule for FLUX.1 and SD3. On FLUX.1 it is
@@ -59,15 +59,7 @@ HAS_ATTENTION_OVERRIDE = hasattr(comfy_attention, "wrap_attn")
 # blocks, not all: the subtracted term is large next to the positive text's share of joint attention (README:
 # stability), so fewer steered blocks is the cautious start, and all of SD3.5-Large's blocks cost +9% of a call
 # against the project's 5% target (the first third: +3%). Explicit {"double"} etc. still select by kind.
-DEFAULT_JOINT_BLOCKS = frozenset({"input"})
-_THIRDS = ("input", "middle", "output")
-
-
-def third_of(position: int, count: int) -> str:
-    """The Advanced node's switches on a DiT: first, middle and last third of the blocks in the order they
-    run (as the PixArt/Wan adapters read them). On FLUX.1 (19 double + 38 single) the first third is exactly the
-    double blocks."""
-    return _THIRDS[min(position * 3 // max(count, 1), 2)]
+DEFAULT_JOINT_BLOCKS = frozenset({"input"})  # base.third_of: on FLUX.1 (19 double + 38 single) exactly the doubles
 
 
 def steered_positions(flat_kinds, blocks, family: str = "joint-attention") -> list:
@@ -468,6 +460,24 @@ class SD3Family(JointFamily):
 # The adapters
 
 
+def install_joint_blocks(model_patcher, run: JointNASARun, block_lists, blocks, family: str, place) -> int:
+    """The install of every joint-attention adapter (this one and ``joint_rows``): a patch at each block in run
+    order up to the last steered one, since the negative's stream must run through every block before it and none
+    after. ``block_lists(dm)``: [(kind, [blocks])] in run order; ``place(kind, index, block, apply, last)``: (slot
+    kind, key, make) of that block's patch for ``comfy_runtime.install_patch``. Returns how many blocks steer."""
+    dm = model_patcher.model.diffusion_model
+    run.diffusion_model = dm
+    flat = [(kind, i, block) for kind, kind_blocks in block_lists(dm) for i, block in enumerate(kind_blocks)]
+    steered = steered_positions([kind for kind, _, _ in flat], blocks, family)
+    if not steered:
+        return 0
+    last = steered[-1]
+    for j, (kind, i, block) in enumerate(flat[:last + 1]):
+        install_patch(model_patcher, run, *place(kind, i, block, j in steered, j == last))
+    install_wrapper(model_patcher, run)
+    return len(steered)
+
+
 class _JointAdapter(NASAAdapter):
     run_class = JointNASARun
     joint: JointFamily
@@ -477,24 +487,10 @@ class _JointAdapter(NASAAdapter):
         raise NotImplementedError
 
     def install(self, model_patcher, settings: NASASettings, run: JointNASARun) -> int:
-        dm = model_patcher.model.diffusion_model
-        lists = self.block_lists(dm)
-        run.diffusion_model = dm
-        # The stream must run through every block up to the last one NASA steers; none after it.
-        flat = [(kind, i, block) for kind, blocks in lists for i, block in enumerate(blocks)]
-        steered = steered_positions([kind for kind, _, _ in flat], settings.blocks, self.family)
-        if not steered:
-            return 0
-        last = steered[-1]
-        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-        for j, (kind, i, block) in enumerate(flat[:last + 1]):
-            key = (f"{kind}_block", i)
-            patch = JointBlockPatch(run, self.joint, kind, i, block, apply=j in steered, last=(j == last),
-                                    previous=replace.get(key))
-            model_patcher.set_model_patch_replace(patch, "dit", key[0], i)
-            run.slots.append(("dit", key, patch))
-        install_wrapper(model_patcher, run)
-        return len(steered)
+        def place(kind, index, block, apply, last):
+            return "dit", (f"{kind}_block", index), \
+                lambda _, previous: JointBlockPatch(run, self.joint, kind, index, block, apply, last, previous)
+        return install_joint_blocks(model_patcher, run, self.block_lists, settings.blocks, self.family, place)
 
 
 class FluxAdapter(_JointAdapter):

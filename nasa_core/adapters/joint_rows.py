@@ -40,8 +40,8 @@ import torch
 
 from ..attention import NASAInputError
 from .base import NASAAdapter, NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, comfy_release, install_wrapper, override_call_options, steer_rows
-from .joint import JointNASARun, steered_positions
+from .comfy_runtime import HAS_WRAP_ATTN, NASAObjectPatch, comfy_release, override_call_options, steer_rows
+from .joint import JointNASARun, install_joint_blocks
 
 
 class RowsRun(JointNASARun):
@@ -262,23 +262,14 @@ class RowsBlockPatch:
         return override, called
 
 
-class RowsObjectBlock(torch.nn.Module):
+class RowsObjectBlock(NASAObjectPatch):
     """For families whose blocks have no ``dit`` replace slot (Z-Image / Lumina 2, HiDream): an object patch in the
     block's place that runs ``patch`` around the block's own forward. The block's children are registered under their own
     names, so state-dict names (LoRA keys) are what they are without NASA."""
 
     def __init__(self, patch: RowsBlockPatch, original, previous):
-        super().__init__()
-        occupant = previous if previous is not None else original
-        for name, child in occupant.named_children():
-            self.add_module(name, child)
-        object.__setattr__(self, "occupant", occupant)
-        object.__setattr__(self, "original", original)
-        object.__setattr__(self, "previous", previous)  # the chain NASARun.diagnose walks
+        super().__init__(original, previous)
         object.__setattr__(self, "patch", patch)
-
-    def __deepcopy__(self, memo):
-        return self
 
     @property
     def apply(self) -> bool:
@@ -310,29 +301,12 @@ class RowsAdapter(NASAAdapter):
             raise NASAInputError(
                 f"NASA on {self.spec.display} needs ComfyUI's attention override (v0.3.60 or later); this ComfyUI "
                 f"({comfy_release()}) has the model but not the override: update ComfyUI")
-        dm = model_patcher.model.diffusion_model
-        run.diffusion_model = dm
-        flat = [(kind, i) for kind, blocks in self.spec.block_lists(dm) for i in range(len(blocks))]
-        steered = steered_positions([kind for kind, _ in flat], settings.blocks, self.spec.display)
-        if not steered:
-            return 0
-        last = steered[-1]
-        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-        for j, (kind, i) in enumerate(flat[:last + 1]):
-            if self.spec.slot == "object":
-                from .dit_crossattn import occupants
-                path = self.spec.block_path(kind, i)
-                original, previous = occupants(model_patcher, path)
-                while isinstance(original, RowsObjectBlock):
-                    original = original.original
-                patch = RowsBlockPatch(run, self.spec, kind, i, apply=j in steered)
-                wrapper = RowsObjectBlock(patch, original, previous)
-                model_patcher.add_object_patch(path, wrapper)
-                run.slots.append(("object", path, wrapper))
-                continue
-            key = (f"{kind}_block", i)
-            patch = RowsBlockPatch(run, self.spec, kind, i, apply=j in steered, previous=replace.get(key))
-            model_patcher.set_model_patch_replace(patch, "dit", key[0], i)
-            run.slots.append(("dit", key, patch))
-        install_wrapper(model_patcher, run)
-        return len(steered)
+        spec = self.spec
+
+        def place(kind, index, block, apply, last):
+            if spec.slot == "object":  # blocks without a dit slot: an object patch in the block's place
+                return "object", spec.block_path(kind, index), lambda original, previous: RowsObjectBlock(
+                    RowsBlockPatch(run, spec, kind, index, apply), original, previous)
+            return "dit", (f"{kind}_block", index), \
+                lambda _, previous: RowsBlockPatch(run, spec, kind, index, apply, previous=previous)
+        return install_joint_blocks(model_patcher, run, spec.block_lists, settings.blocks, spec.display, place)

@@ -20,15 +20,12 @@ positive text, the text blocks' output for it and the visual self-attention are 
 """
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import torch
 
 from ..attention import NASAInputError
-from .base import NASAAdapter, NASASettings
-from .comfy_runtime import NASARun, install_wrapper
-from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks, current_state, occupants,
-                            steer_rows, subtract_projected)
+from .base import NASASettings
+from .comfy_runtime import NASARun, install_patch, occupants, steer_rows
+from .dit_crossattn import CrossAttentionAdapter, NASAObjectCrossAttention, current_state, subtract_projected
 
 _REFINED = "nasa_kandinsky5_negative"  # NASACallState attribute: the negative after the text blocks, this call
 _TIME = "nasa_kandinsky5_negative_time"  # NASACallState attribute: the time_embed the negative is refined with
@@ -131,8 +128,14 @@ class K5NASACrossAttention(NASAObjectCrossAttention):
         return attn.out_layer(z)
 
 
-class Kandinsky5Adapter(NASAAdapter):
+class Kandinsky5Adapter(CrossAttentionAdapter):
     family = "Kandinsky 5 (video, image)"
+    blocks_path = "diffusion_model.visual_transformer_blocks"
+    block_layers = ("cross_attention",)
+    embedder_path = "diffusion_model.text_embeddings"
+    patch_class = K5NASACrossAttention
+    publish_state = False  # its blocks pass transformer_options on every release that has it
+    cached = False  # the negative is refined with the call's timestep: nothing kept between steps
 
     def matches(self, model_patcher) -> bool:
         classes = _k5_classes()
@@ -141,35 +144,27 @@ class Kandinsky5Adapter(NASAAdapter):
         model = model_patcher.model.diffusion_model
         if type(model) is not classes[0] or len(model.text_transformer_blocks) == 0:
             return False
-        visual = (f"diffusion_model.visual_transformer_blocks.{i}.cross_attention"
-                  for i in range(len(model.visual_transformer_blocks)))
         return isinstance(occupants(model_patcher, "diffusion_model.text_transformer_blocks.0")[0], classes[2]) and \
-            all(isinstance(occupants(model_patcher, key)[0], classes[1]) for key in visual)
+            self.all_stock(model_patcher, classes[1])
 
     def context_width(self, model_patcher) -> int:
         return model_patcher.model.diffusion_model.text_embeddings.in_layer.in_features
 
-    def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
-        depth = len(model_patcher.model.diffusion_model.visual_transformer_blocks)
-        return [(f"diffusion_model.visual_transformer_blocks.{i}.cross_attention", i, block_group(i, depth))
-                for i in chosen_blocks(depth, blocks, self.family)]
+    def stock_classes(self) -> tuple:
+        return (_k5_classes()[1],)
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
-        _, stock, text_stock = _k5_classes()
         model = model_patcher.model.diffusion_model
-        embedder = model_patcher.get_model_object("diffusion_model.text_embeddings")
-        layers = self.layers(model_patcher, settings.blocks)
+        embedder = self.text_embedder(model_patcher)
         key = "diffusion_model.text_transformer_blocks.0"
-        original, previous = occupants(model_patcher, key)
-        text = K5NASATextBlock(run, None, key, None, original, previous, embedder, embedder, text_stock)
-        object.__setattr__(text, "model", model)  # the live model: its text blocks and RoPE, outside the tree
-        model_patcher.add_object_patch(key, text)
-        run.slots.append(("object", key, text))
-        for key, index, group in layers:
-            original, previous = occupants(model_patcher, key)
-            patch = K5NASACrossAttention(run, None, key, group, original, previous, embedder, embedder, stock)
-            model_patcher.add_object_patch(key, patch)
-            run.slots.append(("object", key, patch))
+
+        def text_block(original, previous):
+            patch = K5NASATextBlock(run, None, key, None, original, previous, embedder, embedder, _k5_classes()[2])
+            object.__setattr__(patch, "model", model)  # the live model: its text blocks and RoPE, outside the tree
+            return patch
+
+        install_patch(model_patcher, run, "object", key, text_block)
+        count = super().install(model_patcher, settings, run)
         pooled = (settings.negative_extra or {}).get("pooled_output")
         if isinstance(pooled, torch.Tensor) and settings.negative is not None:
             import comfy.patcher_extension
@@ -180,5 +175,4 @@ class Kandinsky5Adapter(NASAAdapter):
                                      f"negative batch {settings.negative.shape[0]})")
             model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
                                                f"comfyui_nasa_{run.state_key}_time", K5NegativeTime(run, pooled))
-        install_wrapper(model_patcher, run)
-        return len(layers)
+        return count

@@ -30,15 +30,14 @@ learned registers, which the model attends); a mask a negative carries is honour
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 
-from .base import NASAAdapter, NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, NASARun, install_wrapper
-from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks,
-                            install_state_publisher, negative_key_mask, negative_valid, occupants, steer_rows,
-                            subtract_projected, weighted_modules)
+from .base import NASASettings
+from .comfy_runtime import HAS_WRAP_ATTN, steer_rows, weighted_modules
+from .dit_crossattn import (CrossAttentionAdapter, NASAObjectCrossAttention, negative_key_mask, negative_valid,
+                            subtract_projected)
 
 
 def _ltx_classes():
@@ -85,9 +84,8 @@ class LTXNASACrossAttention(NASAObjectCrossAttention):
         attn = self.original
         attend = _attention(attn, transformer_options)
         q = attn.q_norm(attn.to_q(x))
-        k_neg, v_neg = self.cache.negative_kv(self.layer_key, state, q.dtype, q.device, self.embedder, self.embed,
-                                              weighted_modules(attn.to_k) + weighted_modules(attn.k_norm)
-                                              + weighted_modules(attn.to_v), self._project)
+        k_neg, v_neg = self.negative_kv(state, q, weighted_modules(attn.to_k) + weighted_modules(attn.k_norm)
+                                        + weighted_modules(attn.to_v), self._project)
         self.check_negative(k_neg, q)
         neg_mask = self._negative_mask(state, q)
         state.touched += 1
@@ -127,61 +125,55 @@ class LTX2CaptionProjections(torch.nn.Module):
         return torch.cat([self.video(v), self.audio(a)], dim=-1)
 
 
-class LTXVAdapter(NASAAdapter):
+class LTXVAdapter(CrossAttentionAdapter):
     family = "LTX-Video (LTXV)"
     model_class = 0  # index in _ltx_classes()
-    slots = ("attn2",)  # each block's text cross-attentions
+    blocks_path = "diffusion_model.transformer_blocks"
+    block_layers = ("attn2",)  # each block's text cross-attentions
+    embedder_path = "diffusion_model.caption_projection"
+    patch_class = LTXNASACrossAttention
 
     def matches(self, model_patcher) -> bool:
         classes = _ltx_classes()
         model = model_patcher.model.diffusion_model
         if classes is None or classes[self.model_class] is None or type(model) is not classes[self.model_class]:
             return False
-        return all(isinstance(occupants(model_patcher, f"diffusion_model.transformer_blocks.{i}.{slot}")[0],
-                              classes[1]) for i in range(len(model.transformer_blocks)) for slot in self.slots)
+        return self.all_stock(model_patcher, classes[1])
 
     def context_width(self, model_patcher) -> int:
         return model_patcher.model.diffusion_model.caption_projection.linear_1.in_features
 
-    def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
-        depth = len(model_patcher.model.diffusion_model.transformer_blocks)
-        return [(f"diffusion_model.transformer_blocks.{i}.{slot}", i, block_group(i, depth))
-                for i in chosen_blocks(depth, blocks, self.family) for slot in self.slots]
+    def stock_classes(self) -> tuple:
+        return (_ltx_classes()[1],)
 
-    def embedder(self, model_patcher):
-        """(the module that embeds the negative, each slot's columns of its output)"""
-        return model_patcher.get_model_object("diffusion_model.caption_projection"), {"attn2": slice(None)}
+    def parts(self, model_patcher) -> dict:
+        """Each layer's columns of the embedded negative."""
+        return {"attn2": slice(None)}
 
-    def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
-        stock = _ltx_classes()[1]
-        embedder, parts = self.embedder(model_patcher)
+    def configure(self, model_patcher, settings: NASASettings):
         # the negative's own padding: its CONDITIONING's attention mask (Apply NASA Model Patch passes the dict)
         mask = (settings.negative_extra or {}).get("attention_mask")
         valid = None if settings.negative is None else negative_valid(settings.negative, mask)
-        cache = run.cache
-        layers = self.layers(model_patcher, settings.blocks)
-        for key, index, group in layers:
-            original, previous = occupants(model_patcher, key)
-            patch = LTXNASACrossAttention(run, cache, key, group, original, previous, embedder, embedder, stock)
-            patch.valid, patch.part = valid, parts[key.rsplit(".", 1)[1]]
-            model_patcher.add_object_patch(key, patch)
-            run.slots.append(("object", key, patch))
-        install_wrapper(model_patcher, run)
-        install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
-        return len(layers)
+        parts = self.parts(model_patcher)
+
+        def configure(patch):
+            patch.valid, patch.part = valid, parts[patch.layer_key.rsplit(".", 1)[1]]
+        return configure
 
 
 class LTX2Adapter(LTXVAdapter):
     """LTX-2: the video ``attn2`` steered by the negative's video half, ``audio_attn2`` by its audio half."""
     family = "LTX-2 (LTXAV, video and audio)"
     model_class = 2
-    slots = ("attn2", "audio_attn2")
+    block_layers = ("attn2", "audio_attn2")
 
     def context_width(self, model_patcher) -> int:
         return 2 * super().context_width(model_patcher)  # [video half | audio half]
 
-    def embedder(self, model_patcher):
-        video, _ = super().embedder(model_patcher)
-        width = video.linear_2.out_features
-        audio = model_patcher.get_model_object("diffusion_model.audio_caption_projection")
-        return LTX2CaptionProjections(video, audio), {"attn2": slice(0, width), "audio_attn2": slice(width, None)}
+    def text_embedder(self, model_patcher):
+        return LTX2CaptionProjections(super().text_embedder(model_patcher),
+                                      model_patcher.get_model_object("diffusion_model.audio_caption_projection"))
+
+    def parts(self, model_patcher) -> dict:
+        width = super().text_embedder(model_patcher).linear_2.out_features
+        return {"attn2": slice(0, width), "audio_attn2": slice(width, None)}

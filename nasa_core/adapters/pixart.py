@@ -11,14 +11,12 @@ modules before ``matches`` asks.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 
-from .base import NASAAdapter, NASASettings
-from .comfy_runtime import NASARun, install_wrapper
-from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks,
-                            install_state_publisher, occupants, steer_rows, subtract_projected, weighted_modules)
+from .comfy_runtime import steer_rows, weighted_modules
+from .dit_crossattn import CrossAttentionAdapter, NASAObjectCrossAttention, subtract_projected
 
 
 def _pixart_classes():
@@ -41,8 +39,7 @@ class PixArtNASACrossAttention(NASAObjectCrossAttention):
         attn = self.original
         heads, width, batch = attn.num_heads, attn.d_model, x.shape[0]
         q = attn.q_linear(x)
-        k_neg, v_neg = self.cache.negative_kv(self.layer_key, state, q.dtype, q.device, self.embedder, self.embed,
-                                              weighted_modules(attn.kv_linear), self._project)
+        k_neg, v_neg = self.negative_kv(state, q, weighted_modules(attn.kv_linear), self._project)
         self.check_negative(k_neg, q)
         state.touched += 1
         if not self.fast:
@@ -70,8 +67,10 @@ def _embed_caption(embedder):
     return embed
 
 
-class PixArtAdapter(NASAAdapter):
+class PixArtAdapter(CrossAttentionAdapter):
     family = "PixArt-alpha / PixArt-sigma"
+    embedder_path = "diffusion_model.y_embedder"
+    patch_class = PixArtNASACrossAttention
 
     def matches(self, model_patcher) -> bool:
         classes = _pixart_classes()
@@ -80,23 +79,8 @@ class PixArtAdapter(NASAAdapter):
     def context_width(self, model_patcher) -> int:
         return model_patcher.model.diffusion_model.y_embedder.y_proj.fc1.in_features
 
-    def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
-        """(object-patch key, block index, block group) of every block in the chosen groups."""
-        depth = len(model_patcher.model.diffusion_model.blocks)
-        return [(f"diffusion_model.blocks.{i}.cross_attn", i, block_group(i, depth))
-                for i in chosen_blocks(depth, blocks, self.family)]
+    def stock_classes(self) -> tuple:
+        return (_pixart_classes()[1],)
 
-    def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
-        stock = _pixart_classes()[1]
-        embedder = model_patcher.get_model_object("diffusion_model.y_embedder")
-        cache = run.cache
-        layers = self.layers(model_patcher, settings.blocks)
-        for key, index, group in layers:
-            original, previous = occupants(model_patcher, key)
-            patch = PixArtNASACrossAttention(run, cache, key, group, original, previous, embedder,
-                                             _embed_caption(embedder), stock)
-            model_patcher.add_object_patch(key, patch)
-            run.slots.append(("object", key, patch))
-        install_wrapper(model_patcher, run)
-        install_state_publisher(model_patcher, run.state_key)
-        return len(layers)
+    def embed(self, embedder):
+        return _embed_caption(embedder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator, Tuple
 
 from .base import NASAAdapter, NASASettings, chosen_positions
-from .comfy_runtime import NASACrossAttentionPatch, NASARun, install_wrapper
+from .comfy_runtime import NASACrossAttentionPatch, NASARun, install_patch, install_wrapper
 
 
 def _diffusion_model(model_patcher):
@@ -61,12 +61,10 @@ class UNetAdapter(NASAAdapter):
         return [every[j] for j in chosen_positions(labels, blocks, range(len(every)), self.family)]
 
     def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
-        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
         layers = self.layers(model_patcher, settings.blocks)
         for key, attn2 in layers:
-            previous = replace.get(key)
-            patch = NASACrossAttentionPatch(run, key, key[0], attn2, previous=previous)
-            model_patcher.set_model_attn2_replace(patch, key[0], key[1], key[2])
-            run.slots.append(("attn2", key, patch))
+            def make(_, previous, key=key, attn2=attn2):  # wraps an attn2 patch already in the slot
+                return NASACrossAttentionPatch(run, key, key[0], attn2, previous=previous)
+            install_patch(model_patcher, run, "attn2", key, make)
         install_wrapper(model_patcher, run)
         return len(layers)

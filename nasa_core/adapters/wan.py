@@ -16,14 +16,13 @@ own ``k`` and ``norm_k`` (Wan's key RMSNorm), its values through ``v``, exactly 
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 
-from .base import NASAAdapter, NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, NASARun, NegativeCache, install_wrapper, override_call_options
-from .dit_crossattn import (NASAObjectCrossAttention, block_group, chosen_blocks, current_state,
-                            install_state_publisher, occupants, steer_rows, subtract_projected, weighted_modules)
+from .base import NASASettings
+from .comfy_runtime import HAS_WRAP_ATTN, NASARun, NegativeCache, override_call_options, steer_rows, weighted_modules
+from .dit_crossattn import CrossAttentionAdapter, NASAObjectCrossAttention, current_state, subtract_projected
 
 
 def _wan_classes():
@@ -47,6 +46,10 @@ def _attention_with(transformer_options):
 
 class WanNASACrossAttention(NASAObjectCrossAttention):
     """Object patch of one Wan block's ``cross_attn``: forward(x [B, L, C], context [B, (img +) text, C])."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.image_context = isinstance(self.original, _wan_classes()[2])  # I2V: CLIP-vision tokens first
 
     def forward(self, x, context, context_img_len=None, transformer_options=None, **kwargs):
         # Before v0.3.60 Wan's blocks call cross_attn(x, context, context_img_len=...) without transformer_options:
@@ -90,8 +93,10 @@ def negative_kv(cache: NegativeCache, layer_key: str, state, q: torch.Tensor, at
                              project)
 
 
-class WanAdapter(NASAAdapter):
+class WanAdapter(CrossAttentionAdapter):
     family = "Wan 2.1 (T2V, I2V)"
+    embedder_path = "diffusion_model.text_embedding"
+    patch_class = WanNASACrossAttention
 
     def matches(self, model_patcher) -> bool:
         classes = _wan_classes()
@@ -100,35 +105,13 @@ class WanAdapter(NASAAdapter):
         model = model_patcher.model.diffusion_model
         # exactly WanModel: VACE, camera, S2V, HuMo and Animate subclasses route other conditioning through
         # their blocks and are not covered
-        if type(model) is not classes[0]:
-            return False
-        # the stock modules, also while a patched clone of this model is loaded
-        return all(isinstance(occupants(model_patcher, f"diffusion_model.blocks.{i}.cross_attn")[0], classes[1:])
-                   for i in range(len(model.blocks)))
+        return type(model) is classes[0] and self.all_stock(model_patcher, classes[1:])
 
     def context_width(self, model_patcher) -> int:
         return model_patcher.model.diffusion_model.text_embedding[0].in_features
 
-    def layers(self, model_patcher, blocks) -> List[Tuple[str, int, str]]:
-        depth = len(model_patcher.model.diffusion_model.blocks)
-        return [(f"diffusion_model.blocks.{i}.cross_attn", i, block_group(i, depth))
-                for i in chosen_blocks(depth, blocks, self.family)]
-
-    def install(self, model_patcher, settings: NASASettings, run: NASARun) -> int:
-        _, t2v, i2v = _wan_classes()
-        embedder = model_patcher.get_model_object("diffusion_model.text_embedding")
-        cache = run.cache
-        layers = self.layers(model_patcher, settings.blocks)
-        for key, index, group in layers:
-            original, previous = occupants(model_patcher, key)
-            stock = type(original) if type(original) in (t2v, i2v) else None
-            patch = WanNASACrossAttention(run, cache, key, group, original, previous, embedder, embedder, stock)
-            patch.image_context = isinstance(original, i2v)
-            model_patcher.add_object_patch(key, patch)
-            run.slots.append(("object", key, patch))
-        install_wrapper(model_patcher, run)
-        install_state_publisher(model_patcher, run.state_key)  # releases whose blocks pass no transformer_options
-        return len(layers)
+    def stock_classes(self) -> tuple:
+        return _wan_classes()[1:]
 
 
 class WanHookBlockPatch:
@@ -183,9 +166,8 @@ def hook_patches(model_patcher, settings: NASASettings, run: NASARun):
         return None
     model = model_patcher.model.diffusion_model
     embedder = model_patcher.get_model_object("diffusion_model.text_embedding")
-    cache = run.cache
     patches = {}
     for key, index, group in WanAdapter().layers(model_patcher, settings.blocks):
-        patches[("double_block", index)] = WanHookBlockPatch(run, cache, index, group, model.blocks[index].cross_attn,
-                                                             embedder)
+        patches[("double_block", index)] = WanHookBlockPatch(run, run.cache, index, group,
+                                                             model.blocks[index].cross_attn, embedder)
     return patches
