@@ -65,6 +65,7 @@ def denoise_errors(loaded, spec, seed: int, n: int = 256, sigmas=(0.05, 0.1, 0.2
 
 GRID_PROMPTS = ["a large blue square on a white background, high quality", "two yellow triangles, high quality",
                 "a red circle on a black background, high quality", "a small green triangle on the left, high quality"]
+GRID_LABELS = ["large blue square, white bg", "two yellow triangles", "red circle, black bg", "small green triangle, left"]
 
 
 def load_any(ck: str):
@@ -214,9 +215,9 @@ def main(argv=None):
                     f"{v['dc']:.2f} / {v['ac']:.2f}" for v in bound.values()) + " |")
     if args.grid:
         from comfyui_nasa.nasa_core.world_model.sampling import save_labelled_grid
-        labels = [f"{Path(ck).parent.name}/{Path(ck).name}" for ck in args.checkpoints]
+        labels = [f"{Path(ck).parent.name}/\n{Path(ck).name}" for ck in args.checkpoints]
         save_labelled_grid([[row[i:i + 1] for i in range(len(GRID_PROMPTS))] for row in grid_rows], labels,
-                           [p_.split(",")[0] for p_ in GRID_PROMPTS], args.grid, scale=3,
+                           GRID_LABELS, args.grid, scale=4,
                            title=f"20 steps, euler normal, CFG {args.kappa:g}, seed 0")
     write_report(args.out, "\n".join(lines), {"n": args.n, "seed": args.seed, "kappa": args.kappa, "rows": payload})
 
