@@ -120,6 +120,11 @@ def case_several_entries():
     ApplyNASAModelPatch().patch(unet(), 0.5, nasa_negative=tk.conditioning(2) + tk.conditioning(3))
 
 
+def case_negative_mask():
+    negative = [[tk.conditioning(1)[0][0], {"attention_mask": torch.ones(1, 5)}]]
+    NASANegativeConditioning().attach(tk.conditioning(1), negative, 0.5)
+
+
 def case_not_a_text_tensor():
     ApplyNASAModelPatch().patch(unet(), 0.5, nasa_negative=[[torch.zeros(1, 64), {}]])
 

@@ -488,25 +488,11 @@ def results(comfy_env):
     return get
 
 
-DROPS_THE_NEGATIVES_DICT = {
-    "ltxv": "NASA Negative Conditioning keeps only the negative's tensor (nodes.nasa_nodes.attach), not its "
-            "attention_mask: the T5 padding the mask hides reaches Z- (Apply NASA Model Patch masks it)",
-    "kandinsky5": "NASA Negative Conditioning keeps only the negative's tensor (nodes.nasa_nodes.attach), not its "
-                  "pooled CLIP-L: the negative is refined with the prompt's time embedding, not with its own (Apply "
-                  "NASA Model Patch uses its own)",
-}
-
-
-def families(xfail=None):
+def families():
     """Every family: the small ones in the compatibility suite (every release), the real-width ones in whole-suite
-    runs only; ``xfail``: {name: reason} of known failures."""
-    params = []
-    for name, family in FAMILIES.items():
-        marks = [] if family.real_width else [pytest.mark.compat]
-        if xfail and name in xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=xfail[name]))
-        params.append(pytest.param(name, marks=marks))
-    return params
+    runs only."""
+    return [pytest.param(name, marks=[] if family.real_width else [pytest.mark.compat])
+            for name, family in FAMILIES.items()]
 
 
 @pytest.mark.parametrize("name", families())
@@ -521,7 +507,7 @@ def test_model_patch_in_a_graph(results, name):
     assert (r["model"] - r["plain"]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("name", families(xfail=DROPS_THE_NEGATIVES_DICT))
+@pytest.mark.parametrize("name", families())
 def test_negative_conditioning_with_the_model_patch(results, name):
     """NASA Negative Conditioning's negative (alpha 0.5), the model through Apply NASA Model Patch without one (alpha
     0.1), gives what the patch's own negative at 0.5 gives: the same CONDITIONING, as the family's text encoder

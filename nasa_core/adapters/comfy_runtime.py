@@ -43,6 +43,12 @@ log = logging.getLogger("comfyui-nasa")
 # Keys NASA Negative Conditioning adds to a prompt's model_conds; they reach the wrapper batched.
 PROMPT_NEGATIVE_KEY = "nasa_negative"
 PROMPT_ALPHA_KEY = "nasa_alpha"
+# What a per-prompt negative's CONDITIONING carries besides its text, as the model-wide negative's dict does
+# (Apply NASA Model Patch's negative_extra): its text encoder's attention mask (LTX-Video's T5 pads to 128 tokens)
+# and its pooled output (Kandinsky 5 refines the negative with its own pooled CLIP-L).
+PROMPT_MASK_KEY = "nasa_negative_mask"
+PROMPT_POOLED_KEY = "nasa_negative_pooled"
+PROMPT_KEYS = (PROMPT_NEGATIVE_KEY, PROMPT_ALPHA_KEY, PROMPT_MASK_KEY, PROMPT_POOLED_KEY)
 # Set in a call's transformer_options by the NASA patch that took the call's per-prompt negative.
 PROMPT_SEEN_KEY = "comfyui_nasa_prompt_negative"
 
@@ -137,20 +143,39 @@ class CONDNASAAlpha(comfy.conds.CONDRegular):
     """The per-prompt alpha, one value per batch element once batched."""
 
 
-def attach_prompt_negative(positive: list, negative: Optional[torch.Tensor], alpha: float) -> list:
-    """Return a copy of a CONDITIONING list whose every entry carries ``negative`` at scale ``alpha``. Alpha 0 or
-    no negative (None) turns NASA off for these prompts, also over a model-wide negative."""
+class CONDNASANegativeMask(comfy.conds.CONDCrossAttn):
+    """The per-prompt negative's attention mask as [n, T, 1]: batched exactly like the negative's tokens (the same
+    repetition to a common length), so it stays aligned with them."""
+
+
+def attach_prompt_negative(positive: list, negative: Optional[torch.Tensor], alpha: float,
+                           extra: Optional[dict] = None) -> list:
+    """Return a copy of a CONDITIONING list whose every entry carries ``negative`` at scale ``alpha`` (with the
+    ``attention_mask`` and ``pooled_output`` of ``extra``, the negative CONDITIONING's dict). Alpha 0 or no negative
+    (None) turns NASA off for these prompts, also over a model-wide negative."""
     alpha = check_alpha(alpha)
     off = negative is None or alpha == 0.0
     if negative is None:
-        negative = torch.zeros(1, 1, 1)
+        negative, extra = torch.zeros(1, 1, 1), None
         alpha = 0.0
+    mask, pooled = ((extra or {}).get(k) for k in ("attention_mask", "pooled_output"))
+    if isinstance(mask, torch.Tensor):
+        if mask.numel() != negative.shape[0] * negative.shape[1] and mask.numel() != negative.shape[1]:
+            raise NASAInputError(f"the NASA negative's attention mask {tuple(mask.shape)} does not fit its "
+                                 f"{negative.shape[1]} tokens (batch {negative.shape[0]})")
+        mask = mask.reshape(-1, negative.shape[1], 1).float()
     out = []
     for cond, opts in positive:
         opts = opts.copy()
         model_conds = dict(opts.get("model_conds", {}))
         model_conds[PROMPT_NEGATIVE_KEY] = CONDNASANegative(negative, watch=not off)
         model_conds[PROMPT_ALPHA_KEY] = CONDNASAAlpha(torch.tensor([alpha], dtype=torch.float32))
+        for key in (PROMPT_MASK_KEY, PROMPT_POOLED_KEY):
+            model_conds.pop(key, None)  # a previous NASA Negative Conditioning's
+        if isinstance(mask, torch.Tensor):
+            model_conds[PROMPT_MASK_KEY] = CONDNASANegativeMask(mask)
+        if isinstance(pooled, torch.Tensor):
+            model_conds[PROMPT_POOLED_KEY] = comfy.conds.CONDRegular(pooled)
         opts["model_conds"] = model_conds
         out.append([cond, opts])
     return out
@@ -174,6 +199,8 @@ class NASACallState:
     weights_token: object = None           # the loaded patch set (modern ComfyUI), part of the cache key
     touched: int = 0
     diagnosis: Optional[Callable[[], str]] = None  # why nothing was touched (NASARun.diagnose)
+    extra: Optional[dict] = None           # the negative CONDITIONING's attention_mask / pooled_output, batched
+                                           # like ``negative`` (a prompt's); the model-wide one's is in the settings
 
 
 class _CacheEntry:
@@ -509,6 +536,7 @@ class NASARun:
         precedence over the model-wide one of this patch and of every NASA patch chained under it."""
         prompt_neg = c.pop(PROMPT_NEGATIVE_KEY, None)
         prompt_alpha = c.pop(PROMPT_ALPHA_KEY, None)
+        prompt_mask, prompt_pooled = c.pop(PROMPT_MASK_KEY, None), c.pop(PROMPT_POOLED_KEY, None)
         claim_prompt_negative(prompt_neg)
         if prompt_neg is not None:  # tell the NASA patches chained under this one (they see c after us)
             c["transformer_options"] = {**c.get("transformer_options", {}), PROMPT_SEEN_KEY: True}
@@ -525,8 +553,13 @@ class NASARun:
             if alpha.numel() != batch or prompt_neg.shape[0] != batch:
                 raise NASAInputError(f"per-prompt NASA negatives came batched as {prompt_neg.shape[0]} for a batch of {batch}")
             rows = None if len(active) == batch else active
+            extra = {}
+            if prompt_mask is not None:
+                extra["attention_mask"] = prompt_mask.reshape(prompt_mask.shape[0], -1)
+            if prompt_pooled is not None:
+                extra["pooled_output"] = prompt_pooled
             return NASACallState(self._stable_prompt_negative(prompt_neg), "prompt", rows, rows,
-                                 alpha if rows is None else alpha[rows], blocks)
+                                 alpha if rows is None else alpha[rows], blocks, extra=extra or None)
         if c.get("transformer_options", {}).get(PROMPT_SEEN_KEY):
             return None  # an outer NASA patch holds this prompt's own negative
         if self.settings.negative is None or self.settings.alpha == 0.0:

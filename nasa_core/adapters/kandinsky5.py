@@ -82,26 +82,37 @@ class K5NASATextBlock(NASAObjectCrossAttention):
 
 
 class K5NegativeTime:
-    """``DIFFUSION_MODEL`` wrapper, installed when the model-wide negative's CONDITIONING has its pooled CLIP-L (as
-    Kandinsky 5's text encoder gives every prompt): the ``time_embed`` the model would give the negative as a
-    prompt in this call, ``time_embeddings(timestep) + pooled_text_embeddings(its pooled CLIP-L)``, per steered row."""
+    """``DIFFUSION_MODEL`` wrapper: where the negative's CONDITIONING has its pooled CLIP-L (as Kandinsky 5's text
+    encoder gives every prompt; the model-wide negative's from install, a prompt's from NASA Negative Conditioning),
+    the ``time_embed`` the model would give the negative as a prompt in this call, ``time_embeddings(timestep) +
+    pooled_text_embeddings(its pooled CLIP-L)``, per steered row."""
 
     def __init__(self, run: NASARun, pooled):
-        self.run, self.pooled = run, pooled
+        self.run, self.pooled = run, pooled  # the model-wide negative's pooled CLIP-L, or None
 
     def __deepcopy__(self, memo):
         return self
 
     def __call__(self, executor, x, timestep, context, y, *args, transformer_options={}, **kwargs):
         state = current_state(self.run.state_key, transformer_options)
-        if state is not None and state.source == "model":
+        pooled = None if state is None else \
+            self.pooled if state.source == "model" else (state.extra or {}).get("pooled_output")
+        if pooled is not None:
             dm = executor.class_obj
+            check_pooled(pooled, state.negative, dm)
             t = timestep if state.rows is None else timestep[state.rows]
-            pooled = dm.pooled_text_embeddings(self.pooled.to(device=x.device, dtype=x.dtype))
+            pooled = dm.pooled_text_embeddings(pooled.to(device=x.device, dtype=x.dtype))
             if state.neg_rows is not None and pooled.shape[0] != 1:
                 pooled = pooled[state.neg_rows]
             setattr(state, _TIME, dm.time_embeddings(t, x.dtype) + pooled)
         return executor(x, timestep, context, y, *args, transformer_options=transformer_options, **kwargs)
+
+
+def check_pooled(pooled: torch.Tensor, negative: torch.Tensor, model):
+    width = model.pooled_text_embeddings.in_layer.in_features
+    if pooled.dim() != 2 or pooled.shape[0] not in (1, negative.shape[0]) or pooled.shape[-1] != width:
+        raise NASAInputError(f"the negative's pooled CLIP-L output {tuple(pooled.shape)} does not fit this Kandinsky 5 "
+                             f"model (width {width}, negative batch {negative.shape[0]})")
 
 
 class K5NASACrossAttention(NASAObjectCrossAttention):
@@ -166,13 +177,11 @@ class Kandinsky5Adapter(CrossAttentionAdapter):
         install_patch(model_patcher, run, "object", key, text_block)
         count = super().install(model_patcher, settings, run)
         pooled = (settings.negative_extra or {}).get("pooled_output")
-        if isinstance(pooled, torch.Tensor) and settings.negative is not None:
-            import comfy.patcher_extension
-            if pooled.shape[0] not in (1, settings.negative.shape[0]) or \
-                    pooled.shape[-1] != model.pooled_text_embeddings.in_layer.in_features:
-                raise NASAInputError(f"the negative's pooled CLIP-L output {tuple(pooled.shape)} does not fit this "
-                                     f"Kandinsky 5 model (width {model.pooled_text_embeddings.in_layer.in_features}, "
-                                     f"negative batch {settings.negative.shape[0]})")
-            model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
-                                               f"comfyui_nasa_{run.state_key}_time", K5NegativeTime(run, pooled))
+        if not isinstance(pooled, torch.Tensor) or settings.negative is None:
+            pooled = None
+        else:
+            check_pooled(pooled, settings.negative, model)
+        import comfy.patcher_extension
+        model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                           f"comfyui_nasa_{run.state_key}_time", K5NegativeTime(run, pooled))
         return count

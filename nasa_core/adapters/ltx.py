@@ -97,12 +97,13 @@ class LTXNASACrossAttention(NASAObjectCrossAttention):
         return attn.to_out(z)
 
     def _negative_mask(self, state, q):
-        """The negative's key mask, once per call: the model-wide negative's from install, a prompt's from its
-        tensor (NASA Negative Conditioning carries no attention mask: zero rows are its padding)."""
+        """The negative's key mask, once per call: the model-wide negative's from install, a prompt's from the
+        attention mask its CONDITIONING carried (NASA Negative Conditioning passes it on), else its zero rows."""
         memo = state.__dict__.setdefault("nasa_ltx_negative_mask", {})
         slot = (q.dtype, q.device)
         if slot not in memo:
-            valid = self.valid if state.source == "model" else negative_valid(state.negative)
+            valid = self.valid if state.source == "model" else \
+                negative_valid(state.negative, (state.extra or {}).get("attention_mask"))
             memo[slot] = negative_key_mask(valid, q.dtype, q.device)
         return memo[slot]
 

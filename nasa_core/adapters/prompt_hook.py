@@ -21,7 +21,7 @@ from __future__ import annotations
 import weakref
 from typing import Optional
 
-from .comfy_runtime import PROMPT_ALPHA_KEY, PROMPT_NEGATIVE_KEY
+from .comfy_runtime import PROMPT_KEYS, PROMPT_NEGATIVE_KEY
 
 HOOK_KEY = "comfyui_nasa_prompt_negative"
 
@@ -93,7 +93,7 @@ class PromptNASAWrapper:
         if run is None:  # no negative left for us (a NASA-patched model took it), or an object-patch family
             # the prompt's negative is not the model's input: drop it (the unclaimed warning says why), since some
             # families' forward takes no extra keywords (HiDream)
-            kwargs = {k: v for k, v in kwargs.items() if k not in (PROMPT_NEGATIVE_KEY, PROMPT_ALPHA_KEY)}
+            kwargs = {k: v for k, v in kwargs.items() if k not in PROMPT_KEYS}
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         to = dict(transformer_options)
         to["patches_replace"] = {**to.get("patches_replace", {})}
