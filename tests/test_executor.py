@@ -448,7 +448,9 @@ def comfy_run(tmp_path_factory):
         folder_paths.add_model_folder_path("text_encoders", str(clip_dir), is_default=True)
         folder_paths.set_output_directory(str(output_dir))
         try:
-            yield ComfyRun(execution, output_dir)
+            run = ComfyRun(execution, output_dir)
+            run.pack = lambda sub: sys.modules[f"{module_name}.{sub}"]  # the pack's modules as ComfyUI loaded them
+            yield run
         finally:
             folder_paths.set_output_directory(old_output)
             for kind, d in (("diffusion_models", unet_dir), ("text_encoders", clip_dir)):
@@ -590,8 +592,9 @@ def test_negative_conditioning_alone_in_a_graph(comfy_run):
     """CLIP Text Encode -> NASA Negative Conditioning -> stock KSampler, no model patch (cfg 1, one step): where
     this ComfyUI has conditioning hooks the negative is removed exactly as Apply NASA Model Patch removes it;
     where it has none the console says this ComfyUI needs Apply NASA Model Patch, and the latent is the plain one."""
-    from comfyui_nasa.nasa_core.adapters import comfy_runtime, prompt_hook
-    comfy_runtime._unclaimed_warned[0] = -1e9
+    from comfyui_nasa.nasa_core.adapters import prompt_hook
+    # the warning comes once per 30 s; the copy of the pack that warns is the one ComfyUI's loader imported
+    comfy_run.pack("nasa_core.adapters.comfy_runtime")._unclaimed_warned[0] = -1e9
     with capture_problems() as (records, _):
         alone = comfy_run.result(graph("prompt_alone", alpha=0.5))
         import gc
