@@ -61,7 +61,7 @@ NEGATIVE_CONDITIONING = NodeDef(
 # Apply NASA Model Patch (and Advanced)
 
 MODEL_TOOLTIP = ("The model to patch (SD1.x/2.x/SDXL, FLUX.1, SD3/SD3.5, PixArt, Wan 2.1/2.2, and on ComfyUI v0.3.60+ "
-                 "Qwen-Image, FLUX.2, Chroma, HunyuanVideo 1.5, Z-Image, Lumina 2, HiDream, Kandinsky 5, LTX-Video; "
+                 "Qwen-Image, FLUX.2, Chroma, HunyuanVideo 1.5, Z-Image, Lumina 2, HiDream, Kandinsky 5, LTX-Video, LTX-2; "
                  "their one-/few-step models). Apply NASA after LoRAs and other attention patches.")
 BLOCK_TOOLTIPS = {
     "input_blocks": "Apply in the UNet's down (input) blocks. On DiTs: the first third of the blocks (FLUX.1: its 19 "

@@ -126,7 +126,7 @@ def _warn_unclaimed(claim):
            "Negative Conditioning works only together with Apply NASA Model Patch" if hooks_api() is None else
            "NASA Negative Conditioning alone cannot reach this model's cross-attention (PixArt's blocks get no "
            "per-prompt options on any release; Wan's only from v0.3.60; Z-Image / Lumina 2, HiDream, Kandinsky 5 and "
-           "LTX-Video take NASA through object patches, which a prompt's options cannot carry)")
+           "LTX-Video / LTX-2 take NASA through object patches, which a prompt's options cannot carry)")
     log.warning("NASA: a prompt carries a negative from NASA Negative Conditioning, but the MODEL it was sampled "
                 "with does not go through Apply NASA Model Patch and %s; this ComfyUI (%s) ignored the negative. "
                 "Connect the MODEL through Apply NASA Model Patch (its own negative may stay unconnected).",
