@@ -622,10 +622,6 @@ def test_negative_conditioning_alone(results, name):
 
 
 @pytest.mark.compat
-@pytest.mark.xfail(strict=True, reason="nasa_core/adapters/comfy_runtime.py's unclaimed-negative warning tells "
-                   "every family to connect the MODEL through Apply NASA Model Patch, 'its own negative may stay "
-                   "unconnected'; on HiDream that graph is refused (the negative needs its Llama states, which only "
-                   "the patch's nasa_negative carries), so the advice leads to a second error, not a working graph")
 def test_hidream_alone_warning_says_where_its_negative_goes(results):
     """HiDream's NASA Negative Conditioning alone: the console's advice, followed, gives a graph that runs."""
     _, r = results("hidream")

@@ -465,7 +465,7 @@ def test_hidream_negative_needs_its_llama_states():
         sample(apply_nasa(model, text(2, 5, spec["ctx"]), 0.5), spec, positive)
     enabled, = apply_node.patch(model, 0.5)
     carried, = negative_node.attach(positive, negative, 0.5)
-    with pytest.raises(NASAInputError, match="NASA Negative Conditioning carries only the T5 tensor"):
+    with pytest.raises(NASAInputError, match="NASA Negative Conditioning does not carry the Llama states"):
         sample(enabled, spec, carried)
     patched, = apply_node.patch(model, 0.5, nasa_negative=negative)  # the node passes the dict along
     assert not torch.equal(sample(patched, spec, positive), sample(model, spec, positive))

@@ -21,6 +21,7 @@ class JointRowsFamily:
     txt_key = "txt"
     img_key = "img"
     untouched = "nothing else"  # README: which tokens NASA never steers or subtracts on this family
+    prompt_advice = ""          # NASAAdapter.prompt_advice
     slot = "dit"                # "dit": patches_replace["dit"]; "object": an object patch on each block
 
     model_class = None  # (module, class name) of the diffusion model, matched exactly (not its subclasses)
@@ -287,6 +288,9 @@ class HiDreamRows(JointRowsFamily):
     image_first = True
     slot = "object"
     untouched = "the positive text (T5 and every Llama layer)"
+    prompt_advice = ("Connect the MODEL through Apply NASA Model Patch and the negative to its nasa_negative input, not "
+                     "through NASA Negative Conditioning: on HiDream NASA needs the negative's Llama states, which only "
+                     "that input carries.")
 
     model_class = ("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel")
 
@@ -306,8 +310,8 @@ class HiDreamRows(JointRowsFamily):
         if info.negative_source == "prompt" or llama is None:
             raise NASAInputError(
                 "NASA on HiDream needs the negative's Llama states with its T5 text: connect a CLIP Text Encode of the "
-                "HiDream text encoders to Apply NASA Model Patch's nasa_negative (NASA Negative Conditioning carries "
-                "only the T5 tensor)")
+                "HiDream text encoders to Apply NASA Model Patch's nasa_negative (NASA Negative Conditioning does not "
+                "carry the Llama states)")
         llama = llama.to(device=neg.device, dtype=neg.dtype)
         steered = info.steered_rows
         if llama.shape[0] not in (1, len(steered)):

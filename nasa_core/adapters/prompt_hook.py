@@ -21,7 +21,7 @@ from __future__ import annotations
 import weakref
 from typing import Optional
 
-from .comfy_runtime import PROMPT_KEYS, PROMPT_NEGATIVE_KEY
+from .comfy_runtime import PROMPT_KEYS, PROMPT_NEGATIVE_KEY, advise_prompt_negative
 
 HOOK_KEY = "comfyui_nasa_prompt_negative"
 
@@ -61,8 +61,9 @@ class PromptNASAWrapper:
         return self
 
     def installation(self, patcher):
-        """(NASARun, replace patches) of NASA installed on a clone of ``patcher``; None where NASA's patches for
-        this family are object patches (not reachable from transformer_options)."""
+        """(NASARun, replace patches) of NASA installed on a clone of ``patcher``; (None, the family's advice for
+        the console) where NASA's patches for this family are object patches (not reachable from
+        transformer_options)."""
         entry = self._installed.get(patcher)
         if entry is None:
             from . import apply_nasa
@@ -73,7 +74,7 @@ class PromptNASAWrapper:
                 replace = clone.model_options["transformer_options"]["patches_replace"]
                 entry = (run, {kind: dict(replace[kind]) for kind in {k for k, _, _ in run.slots}})
             else:  # object patches cannot travel in transformer_options; Wan has a dit-slot route (v0.3.60+)
-                entry = (None, None)
+                entry = (None, getattr(run, "prompt_advice", ""))
                 from .wan import WanAdapter, hook_patches
                 if WanAdapter().matches(patcher):
                     patches = hook_patches(patcher, run.settings, run)
@@ -90,6 +91,8 @@ class PromptNASAWrapper:
         run = replace = None
         if PROMPT_NEGATIVE_KEY in kwargs and patcher is not None:
             run, replace = self.installation(patcher)
+            if run is None:  # the family's own advice for the warning that follows (replace holds it here)
+                advise_prompt_negative(kwargs[PROMPT_NEGATIVE_KEY], replace)
         if run is None:  # no negative left for us (a NASA-patched model took it), or an object-patch family
             # the prompt's negative is not the model's input: drop it (the unclaimed warning says why), since some
             # families' forward takes no extra keywords (HiDream)
