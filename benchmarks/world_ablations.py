@@ -189,23 +189,21 @@ def main(argv=None):
                      f"{edge:.2f} |")
     if denoise_rows:
         sig = list(denoise_rows[0][2])
-        lines += ["", "One-call denoising error on 256 held-out images (their all-attribute captions): RMSE of the "
-                  "predicted x0 in raw latent units, DC channels / AC channels, and pixel RMSE ([-1, 1] units), per "
-                  "sigma of the model's latent space.", "",
-                  "| checkpoint | trained steps | " + " | ".join(f"sigma {s_:g}" for s_ in sig) + " |",
-                  "|" + " --- |" * (len(sig) + 2)]
-        for name, tstep, den in denoise_rows:
-            lines.append(f"| {name} | {tstep} | " + " | ".join(
-                f"{den[s_]['dc']:.3f} / {den[s_]['ac']:.3f} / {den[s_]['pixel']:.3f}" for s_ in sig) + " |")
-        lines += ["", "Share of the added noise left in the model's own latent space (RMSE of the predicted x0 / sigma; "
-                  "1 = nothing removed), DC / AC channels, over all images and (in brackets) over the clean ones only "
-                  "(a 'noisy' image's own noise is part of its x0):", "",
-                  "| checkpoint | trained steps | " + " | ".join(f"sigma {s_:g}" for s_ in sig) + " |",
-                  "|" + " --- |" * (len(sig) + 2)]
-        for name, tstep, den in denoise_rows:
-            lines.append(f"| {name} | {tstep} | " + " | ".join(
-                f"{den[s_]['left_dc']:.2f} / {den[s_]['left_ac']:.2f} ({den[s_]['left_clean_dc']:.2f} / "
-                f"{den[s_]['left_clean_ac']:.2f})" for s_ in sig) + " |")
+        def per_sigma_table(caption, cell):
+            lines.extend(["", caption, "", "| checkpoint | trained steps | " +
+                          " | ".join(f"sigma {s_:g}" for s_ in sig) + " |", "|" + " --- |" * (len(sig) + 2)])
+            lines.extend(f"| {name} | {tstep} | " + " | ".join(cell(den[s_]) for s_ in sig) + " |"
+                         for name, tstep, den in denoise_rows)
+
+        per_sigma_table("One-call denoising error on 256 held-out images (their all-attribute captions): RMSE of the "
+                        "predicted x0 in raw latent units, DC channels / AC channels, and pixel RMSE ([-1, 1] units), "
+                        "per sigma of the model's latent space.",
+                        lambda d: f"{d['dc']:.3f} / {d['ac']:.3f} / {d['pixel']:.3f}")
+        per_sigma_table("Share of the added noise left in the model's own latent space (RMSE of the predicted x0 / "
+                        "sigma; 1 = nothing removed), DC / AC channels, over all images and (in brackets) over the clean "
+                        "ones only (a 'noisy' image's own noise is part of its x0):",
+                        lambda d: f"{d['left_dc']:.2f} / {d['left_ac']:.2f} ({d['left_clean_dc']:.2f} / "
+                                  f"{d['left_clean_ac']:.2f})")
     if args.linear_bound:
         from comfyui_nasa.nasa_core.world_model.train import latent_channel_std
         lines += ["", f"The best linear 3x3 filter (least squares on {args.bound_n} world images, seed 11, half fitted, half "
