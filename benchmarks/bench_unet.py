@@ -502,8 +502,8 @@ def flop_lines(r):
         f"  FlopCounterMode counts matmuls/convs/attention only, never elementwise ops: NASA's first-call overhead / "
         f"floor's matmul part (projection + attention) = {r['overhead_first'] / r['floor_matmul']:.4f}, later call / "
         f"attention part = {r['overhead_later'] / r['floor_attention']:.4f}",
-        f"  NASA - none by op, first call: " + ", ".join(f"{k} {v / 1e9:+.3f} GF" for k, v in r["ops_first_minus_base"].items()),
-        f"  NASA - none by op, later call: " + ", ".join(f"{k} {v / 1e9:+.3f} GF" for k, v in r["ops_later_minus_base"].items()),
+        "  NASA - none by op, first call: " + ", ".join(f"{k} {v / 1e9:+.3f} GF" for k, v in r["ops_first_minus_base"].items()),
+        "  NASA - none by op, later call: " + ", ".join(f"{k} {v / 1e9:+.3f} GF" for k, v in r["ops_later_minus_base"].items()),
         f"  {r['note']}",
         "  aten ops NASA adds to a later call (count): " + ", ".join(
             f"{k} {v:+d}" for k, v in sorted(r["dispatched_ops_nasa_minus_none"].items(), key=lambda kv: -abs(kv[1]))),
