@@ -247,16 +247,6 @@ def latent_shape(family, latent, batch):
 # (a) FLOPs on meta
 
 
-def per_module_flops(fn):
-    """Total FLOPs of fn() and {module fqn: FLOPs} (FlopCounterMode's per-module counts)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    counts = {name: sum(int(v) for v in ops.values()) for name, ops in counter.get_flop_counts().items()}
-    return int(counter.get_total_flops()), counts
-
-
 def flops_for(family: str, alpha: float, depth=None, latent=None):
     import torch
     from comfyui_nasa.nasa_core.adapters import apply_nasa
@@ -291,7 +281,7 @@ def flops_for(family: str, alpha: float, depth=None, latent=None):
     x1, c1, e1 = inputs(1)
     with torch.inference_mode():
         use(patcher, patcher)
-        base, base_modules = per_module_flops(
+        base, base_modules = benchlib.count_module_flops(
             lambda: denoiser_call(patcher, apply_model_on_meta, x1, sigma, c1, [0], e1))
     for h in hooks:
         h.remove()

@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchlib import (count_flops, load_average, model_call as call, nasa_run_of, pct, run_metadata,  # noqa: E402
-                      setup_runtime, write_report)
+from benchlib import (count_flops, count_module_flops, load_average, model_call as call, nasa_run_of, pct,  # noqa: E402
+                      run_metadata, setup_runtime, write_report)
 
 # name -> ComfyUI config class, unet_config of the real checkpoint (the values comfy/model_detection.py gives it,
 # or the class defaults it leaves), latent of the usual workload, text tokens and width, the last block's
@@ -128,16 +128,6 @@ def conds(spec, batch, device, tokens=None):
     return c
 
 
-def per_module(fn):
-    """{module fqn: FLOPs} and the total, from FlopCounterMode's per-module counts."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    counts = {name: sum(int(v) for v in ops.values()) for name, ops in counter.get_flop_counts().items()}
-    return int(counter.get_total_flops()), counts
-
-
 def block_name(dm, patch):
     """The module name of the block a NASA slot patch (dit replace patch or object patch) stands for."""
     from comfyui_nasa.nasa_core.adapters.joint_rows import RowsObjectBlock
@@ -180,7 +170,7 @@ def flops_for(name, alpha, small=False):
     c1, c2 = conds(spec, 1, meta), conds(spec, 2, meta)
     out = dict(model=name, tokens=spec["tokens"], negative_tokens=neg_tokens)
     with torch.inference_mode():
-        base, counts_none = per_module(lambda: call(patcher, apply_model_on_meta, x1, sigma, c1, [0]))
+        base, counts_none = count_module_flops(lambda: call(patcher, apply_model_on_meta, x1, sigma, c1, [0]))
         cfg, _ = count_flops(lambda: call(patcher, apply_model_on_meta, x2, sigma, c2, [0, 1]))
         for label, blocks in (("default", None), ("all", {"all"})):
             kw = {} if blocks is None else {"blocks": blocks}
@@ -191,7 +181,7 @@ def flops_for(name, alpha, small=False):
             steered = [p for _, _, p in run.slots if p.apply]
             patched.patch_model(load_weights=False)  # object patches (Z-Image's layers), as ComfyUI's loader does
             try:
-                total, counts = per_module(lambda: call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
+                total, counts = count_module_flops(lambda: call(patched, apply_model_on_meta, x1, sigma, c1, [0]))
             finally:
                 patched.unpatch_model(unpatch_weights=False)
             if run.calls_applied < 1:

@@ -72,6 +72,16 @@ def count_flops(fn):
     return int(counter.get_total_flops()), per_op
 
 
+def count_module_flops(fn):
+    """Total FLOPs of fn() and {module fqn: FLOPs} (FlopCounterMode's per-module counts)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    counts = {name: sum(int(v) for v in ops.values()) for name, ops in counter.get_flop_counts().items()}
+    return int(counter.get_total_flops()), counts
+
+
 def count_ops(fn):
     """How many times each aten op is dispatched during fn() (all ops, not only the ones with FLOPs)."""
     from collections import Counter
