@@ -73,29 +73,25 @@ GRID_LABELS = ["large blue square, white bg", "two yellow triangles", "red circl
 
 
 def load_any(ck: str):
-    """(MODEL, CLIP, VAE) from an exported world checkpoint, or from a trainer's checkpoint.pt (live weights)."""
-    from comfyui_nasa.nasa_core.world_model.model import load_world_checkpoint
-    if not ck.endswith(".pt"):
-        return load_world_checkpoint(ck)
+    """((MODEL, CLIP, VAE), metadata) of an exported world checkpoint, or of a trainer's checkpoint.pt (its live
+    weights, exported to a temporary file; the metadata's step then says "(live)")."""
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata, load_world_checkpoint
+    if not ck.endswith(".pt"):  # files from before world v2 name no world: v1
+        return load_world_checkpoint(ck), {"world": "v1", **checkpoint_metadata(ck)}
     import dataclasses
     import tempfile
     import torch
     from comfyui_nasa.nasa_core.world_model.train import TrainConfig, WorldTrainer
-    state = torch.load(ck, map_location="cpu", weights_only=True)
+    config = torch.load(ck, map_location="cpu", weights_only=True)["config"]
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = WorldTrainer(TrainConfig(**dict({k: v for k, v in state["config"].items() if k in names}, out=tmp)))
+        trainer = WorldTrainer(TrainConfig(**dict({k: v for k, v in config.items() if k in names}, out=tmp)))
         trainer.load(Path(ck))
         trainer.ema_unet, trainer.ema_text = trainer.unet.state_dict(), trainer.encoder.state_dict()
-        trainer.export(str(Path(tmp) / "live.safetensors"))
-        return load_world_checkpoint(str(Path(tmp) / "live.safetensors"))
-
-
-def pt_state(ck: str) -> dict:
-    """A trainer checkpoint's config and step (what the report names it by)."""
-    import torch
-    state = torch.load(ck, map_location="cpu", weights_only=True)
-    return {"world": state["config"].get("world", "v1"), "step": f"{state['step']} (live)"}
+        live = str(Path(tmp) / "live.safetensors")
+        trainer.export(live)
+        meta = checkpoint_metadata(live)
+        return load_world_checkpoint(live), dict(meta, step=f"{meta['step']} (live)")
 
 
 def linear_bound(spec, latent_std, n: int = 1024, seed: int = 11, sigmas=(0.05, 0.1, 0.2, 0.5)):
@@ -149,14 +145,12 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     import world_quality
     from comfyui_nasa.nasa_core import world
-    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata
 
     keys = [k for k in world.ATTRIBUTES if k != "quality"]
     rows, payload, denoise_rows, grid_rows = [], [], [], []
     for ck in args.checkpoints:
-        loaded = load_any(ck)
-        meta = pt_state(ck) if ck.endswith(".pt") else checkpoint_metadata(ck)
-        spec = world.world_spec(args.world or (meta["world"] if ck.endswith(".pt") else world_quality.world_of(ck)))
+        loaded, meta = load_any(ck)
+        spec = world.world_spec(args.world or meta["world"])
         if args.grid:
             from comfyui_nasa.nasa_core.world_model.sampling import sample_images
             grid_rows.append(sample_images(loaded, GRID_PROMPTS, steps=20, cfg=args.kappa, seed=0))
