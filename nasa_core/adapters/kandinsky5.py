@@ -99,7 +99,8 @@ class K5NegativeTime:
             self.pooled if state.source == "model" else (state.extra or {}).get("pooled_output")
         if pooled is not None:
             dm = executor.class_obj
-            check_pooled(pooled, state.negative, dm)
+            if state.source == "prompt":  # the model-wide negative's was checked at install
+                check_pooled(pooled, state.negative, dm)
             t = timestep if state.rows is None else timestep[state.rows]
             pooled = dm.pooled_text_embeddings(pooled.to(device=x.device, dtype=x.dtype))
             if state.neg_rows is not None and pooled.shape[0] != 1:

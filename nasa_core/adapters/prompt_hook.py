@@ -61,9 +61,8 @@ class PromptNASAWrapper:
         return self
 
     def installation(self, patcher):
-        """(NASARun, replace patches) of NASA installed on a clone of ``patcher``; (None, the family's advice for
-        the console) where NASA's patches for this family are object patches (not reachable from
-        transformer_options)."""
+        """(NASARun, replace patches) of NASA installed on a clone of ``patcher``; the patches are None where
+        NASA's patches for this family are object patches (not reachable from transformer_options)."""
         entry = self._installed.get(patcher)
         if entry is None:
             from . import apply_nasa
@@ -74,7 +73,7 @@ class PromptNASAWrapper:
                 replace = clone.model_options["transformer_options"]["patches_replace"]
                 entry = (run, {kind: dict(replace[kind]) for kind in {k for k, _, _ in run.slots}})
             else:  # object patches cannot travel in transformer_options; Wan has a dit-slot route (v0.3.60+)
-                entry = (None, getattr(run, "prompt_advice", ""))
+                entry = (run, None)
                 from .wan import WanAdapter, hook_patches
                 if WanAdapter().matches(patcher):
                     patches = hook_patches(patcher, run.settings, run)
@@ -91,9 +90,9 @@ class PromptNASAWrapper:
         run = replace = None
         if PROMPT_NEGATIVE_KEY in kwargs and patcher is not None:
             run, replace = self.installation(patcher)
-            if run is None:  # the family's own advice for the warning that follows (replace holds it here)
-                advise_prompt_negative(kwargs[PROMPT_NEGATIVE_KEY], replace)
-        if run is None:  # no negative left for us (a NASA-patched model took it), or an object-patch family
+            if replace is None:  # an object-patch family: the warning that follows gives the family's own advice
+                advise_prompt_negative(kwargs[PROMPT_NEGATIVE_KEY], run.prompt_advice)
+        if replace is None:  # no negative left for us (a NASA-patched model took it), or an object-patch family
             # the prompt's negative is not the model's input: drop it (the unclaimed warning says why), since some
             # families' forward takes no extra keywords (HiDream)
             kwargs = {k: v for k, v in kwargs.items() if k not in PROMPT_KEYS}
