@@ -202,6 +202,29 @@ def check_per_prompt_equals_model_wide(model, sample, cond, neg):
     assert not torch.allclose(a, sample(model, pos, steps=2), atol=1e-4)
 
 
+def check_negative_conditioning_alone(model, sample, cond, neg):
+    """NASA Negative Conditioning on the unpatched MODEL of an object-patch family: its hook puts NASA's object patches
+    into the live model for the prompt's calls only, so it gives what Apply NASA Model Patch gives and leaves the live
+    modules as they were; with the patch too, the prompt's negative is applied once. Before conditioning hooks
+    (v0.3.10) it is ignored (the console says so: tests/test_release_compat.py)."""
+    from comfyui_nasa.nasa_core.adapters import prompt_hook
+    from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
+    pos = cond(1)
+    carried, = NASANegativeConditioning().attach(pos, [[neg(2), {}]], 0.7)
+    if prompt_hook.hooks_api() is None:
+        assert torch.equal(sample(model, carried, steps=2), sample(model, pos, steps=2))
+        return
+    comfy.model_management.load_models_gpu([model])  # the live modules as sampling this MODEL loads them
+    modules = {n: id(m) for n, m in model.model.named_modules()}
+    alone = sample(model, carried, steps=2)
+    assert {n: id(m) for n, m in model.model.named_modules()} == modules
+    patched, = ApplyNASAModelPatch().patch(model, 0.7, nasa_negative=[[neg(2), {}]])
+    torch.testing.assert_close(alone, sample(patched, pos, steps=2), atol=1e-5, rtol=1e-5)
+    assert (alone - sample(model, pos, steps=2)).abs().max() > 1e-3
+    enabled, = ApplyNASAModelPatch().patch(model, 0.7)
+    torch.testing.assert_close(sample(enabled, carried, steps=2), alone, atol=1e-5, rtol=1e-5)
+
+
 def check_cfg_leaves_uncond_alone(model, sample, cond, neg, patch=None):
     """Under CFG the model-wide negative acts on the cond branch only: the uncond prediction is bit-identical.
     ``patch(model)``: how NASA is applied (default: apply_nasa with ``neg(2)`` at alpha 0.8)."""

@@ -27,7 +27,7 @@ import inspect
 import json
 import sys
 import uuid
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 import torch
@@ -204,7 +204,6 @@ class Family:
     extras: tuple = ("nodes_hunyuan.py",)  # comfy_extras modules with the latent nodes
     needs: tuple = ()                # (module, attribute, what it is) the release must have
     joint: bool = False              # the joint-attention route: needs the attention override
-    hook_alone: Optional[bool] = True  # NASA Negative Conditioning works without the model patch (None: Wan's rule)
     experts: int = 1                 # Wan 2.2 A14B: a high- and a low-noise expert, one sampler each
     sized_by_detection: str = ""     # why a release whose detection does not read this small size back skips
     real_width: bool = False         # hundreds of millions of parameters: whole-suite runs only, a bf16 file
@@ -240,26 +239,26 @@ FAMILIES = {
         64, needs=(("comfy.supported_models", "HunyuanImage21", "HunyuanImage 2.1"),), joint=True),
     "wan22_a14b": Family(
         wan, "WAN21_T2V", lambda s, n: text(4096, n, s), video_latent("EmptyHunyuanLatentVideo"), 16,
-        needs=(("comfy.supported_models", "WAN21_T2V", "Wan"),), hook_alone=None, experts=2),
+        needs=(("comfy.supported_models", "WAN21_T2V", "Wan"),), experts=2),
     "wan22_ti2v_5b": Family(
         lambda seed: wan(seed, ti2v=True), "WAN22_T2V", lambda s, n: text(4096, n, s),
         {"6": {"class_type": "Wan22ImageToVideoLatent",
                "inputs": {"vae": ["60", 0], "width": 64, "height": 64, "length": 5, "batch_size": 1}},
          "60": {"class_type": "NASATestUnusedVAE", "inputs": {}}}, 48, extras=("nodes_wan.py",),
-        needs=(("comfy.supported_models", "WAN22_T2V", "Wan 2.2 TI2V config"),), hook_alone=None),
+        needs=(("comfy.supported_models", "WAN22_T2V", "Wan 2.2 TI2V config"),)),
     "kandinsky5": Family(
         kandinsky5, "Kandinsky5", lambda s, n: text(3584, n, s, pooled_output=_randn(s + 1000, 1, 768)),
         video_latent("EmptyHunyuanLatentVideo"), 16,
-        needs=(("comfy.supported_models", "Kandinsky5", "Kandinsky 5"),), hook_alone=False),
+        needs=(("comfy.supported_models", "Kandinsky5", "Kandinsky 5"),)),
     "ltxv": Family(
         ltxv, "LTXV", t5_padded(4096), video_latent("EmptyLTXVLatentVideo", length=9), 128, extras=("nodes_lt.py",),
-        needs=(("comfy.supported_models", "LTXV", "LTX-Video"),), hook_alone=False, sized_by_detection=LTX_SIZED),
+        needs=(("comfy.supported_models", "LTXV", "LTX-Video"),), sized_by_detection=LTX_SIZED),
     "ltx2": Family(
         ltx2, "LTXAV", lambda s, n: text(2 * 3840, n, s),
         {"60": video_latent("EmptyLTXVLatentVideo", length=9)["6"],
          "61": {"class_type": "NASATestAudioLatent", "inputs": {"length": 5}},
          "6": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["60", 0], "audio_latent": ["61", 0]}}},
-        128, extras=("nodes_lt.py",), needs=(("comfy.supported_models", "LTXAV", "LTX-2"),), hook_alone=False),
+        128, extras=("nodes_lt.py",), needs=(("comfy.supported_models", "LTXAV", "LTX-2"),)),
     "qwen_image": Family(
         qwen_image, "QwenImage", lambda s, n: text(3584, n, s), IMAGE_LATENT, 16, extras=("nodes_sd3.py",),
         needs=(("comfy.supported_models", "QwenImage", "Qwen-Image"),), joint=True, real_width=True),
@@ -270,14 +269,14 @@ FAMILIES = {
         lumina2, "Lumina2",
         lambda s, n: text(32, n, s, pooled_output=None, attention_mask=torch.ones(1, n, dtype=torch.long)),
         IMAGE_LATENT, 16, extras=("nodes_sd3.py",), needs=(("comfy.supported_models", "Lumina2", "Lumina 2"),),
-        joint=True, hook_alone=False, real_width=True,
+        joint=True, real_width=True,
         sized_by_detection="this ComfyUI's model detection builds Lumina 2 at its fixed 2.6B size (26 layers, "
                            "2304-wide captions: it reads neither from the file)"),
     "z_image": Family(
         z_image, "ZImage",
         lambda s, n: text(32, n, s, pooled_output=None, attention_mask=torch.ones(1, n, dtype=torch.long)),
         IMAGE_LATENT, 16, extras=("nodes_sd3.py",), needs=(("comfy.supported_models", "ZImage", "Z-Image"),),
-        joint=True, hook_alone=False, loader="NASATestModel"),
+        joint=True, loader="NASATestModel"),
     "flux2": Family(
         flux2, "Flux2",
         lambda s, n: text(48, n, s, pooled_output=None, attention_mask=torch.ones(1, n, dtype=torch.long)),
@@ -286,7 +285,7 @@ FAMILIES = {
         loader="NASATestModel"),
     "hidream": Family(
         hidream, "HiDream", lambda s, n: hidream_conditioning(s, tokens=n), IMAGE_LATENT, 16, extras=("nodes_sd3.py",),
-        needs=(("comfy.supported_models", "HiDream", "HiDream-I1"),), joint=True, hook_alone=False,
+        needs=(("comfy.supported_models", "HiDream", "HiDream-I1"),), joint=True,
         loader="NASATestModel", prompt_refused="NASA on HiDream needs the negative's Llama states with its T5 text"),
 }
 
@@ -542,7 +541,10 @@ def run_family(env, name):
         else:
             out["prompt"] = env(graph(name, "prompt"), executor)
         out["patched_warnings"] = nasa_warnings(records)
-        out["alone"] = env(graph(name, "prompt_alone"), executor)
+        if FAMILIES[name].prompt_refused:
+            out["alone_errors"] = env(graph(name, "prompt_alone"), executor, refused=True)
+        else:
+            out["alone"] = env(graph(name, "prompt_alone"), executor)
         gc.collect()  # the unclaimed-negative warning comes when the prompt's conds are freed
         out["alone_warnings"] = nasa_warnings(records)[len(out["patched_warnings"]):]
         out["after"] = env(graph(name, "none", seed=43), executor)
@@ -592,41 +594,35 @@ def test_negative_conditioning_with_the_model_patch(results, name):
     the README's bad-input table says: the sampler's error names the Llama states and what to connect instead."""
     family, r = results(name)
     if family.prompt_refused:
-        errors = r["prompt_errors"]
-        assert len(errors) == 1 and errors[0]["node_type"] == "KSampler", errors
-        assert family.prompt_refused in errors[0]["exception_message"], errors[0]["exception_message"]
-        assert "Apply NASA Model Patch's nasa_negative" in errors[0]["exception_message"]
+        refused_by_name(r["prompt_errors"], family)
     else:
         torch.testing.assert_close(r["prompt"], r["model"], atol=1e-5, rtol=1e-5)
 
 
-def alone_works(family) -> bool:
-    if family.hook_alone is None:  # Wan: through an attention override, on a release with conditioning hooks
-        from comfyui_nasa.nasa_core.adapters import prompt_hook
-        return HAS_OVERRIDE and prompt_hook.hooks_api() is not None
-    return family.hook_alone
+def refused_by_name(errors, family):
+    """The one error ComfyUI reports for the prompt: at the sampler, naming what is missing and what to connect."""
+    assert len(errors) == 1 and errors[0]["node_type"] == "KSampler", errors
+    assert family.prompt_refused in errors[0]["exception_message"], errors[0]["exception_message"]
+    assert "Apply NASA Model Patch's nasa_negative" in errors[0]["exception_message"]
 
 
 @pytest.mark.parametrize("name", families())
 def test_negative_conditioning_alone(results, name):
-    """NASA Negative Conditioning on the unpatched MODEL: where its conditioning hook reaches the family, what the model
-    patch gives; elsewhere the plain latent, and the console says to add Apply NASA Model Patch."""
+    """NASA Negative Conditioning on the unpatched MODEL gives what the model patch gives, with no warning: its
+    conditioning hook installs NASA for that prompt's calls (object-patch families: in the live model for each call
+    only, see test_nothing_stays_patched). HiDream refuses it by name, as with the patch."""
+    from comfyui_nasa.nasa_core.adapters import prompt_hook
     family, r = results(name)
-    if alone_works(family):
-        assert not r["alone_warnings"], r["alone_warnings"]
-        torch.testing.assert_close(r["alone"], r["model"], atol=1e-5, rtol=1e-5)
-    else:
+    if prompt_hook.hooks_api() is None:  # before v0.3.30 (LTX-Video on v0.3.10): ignored, and the console says why
         assert torch.equal(r["alone"], r["plain"])
         warned = r["alone_warnings"]
-        assert len(warned) == 1 and "Connect the MODEL through Apply NASA Model Patch" in warned[0], warned
-
-
-@pytest.mark.compat
-def test_hidream_alone_warning_says_where_its_negative_goes(results):
-    """HiDream's NASA Negative Conditioning alone: the console's advice, followed, gives a graph that runs."""
-    _, r = results("hidream")
-    warned = r["alone_warnings"]
-    assert len(warned) == 1 and "may stay unconnected" not in warned[0] and "nasa_negative" in warned[0], warned
+        assert len(warned) == 1 and "no conditioning hooks" in warned[0], warned
+        return
+    if family.prompt_refused:
+        refused_by_name(r["alone_errors"], family)
+        return
+    assert not r["alone_warnings"], r["alone_warnings"]
+    torch.testing.assert_close(r["alone"], r["model"], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", families())

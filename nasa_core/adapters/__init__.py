@@ -73,7 +73,6 @@ def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, st
         raise NASAInputError(wrong_width_message(negative.shape[-1], width, family_name(model_patcher)))
     run_class = getattr(adapter, "run_class", NASARun)  # joint-attention adapters keep more per-call state
     run = run_class(family_name(model_patcher), settings, width)
-    run.prompt_advice = adapter.prompt_advice
     patched = model_patcher.clone()
     count = adapter.install(patched, settings, run)
     if count == 0:

@@ -125,9 +125,6 @@ class NASAAdapter:
     layers it patched."""
 
     family = "unknown"
-    # What to do where NASA Negative Conditioning alone cannot reach this family ("" = the general advice: the
-    # MODEL through Apply NASA Model Patch); said in the console's warning.
-    prompt_advice = ""
 
     def matches(self, model_patcher) -> bool:
         raise NotImplementedError

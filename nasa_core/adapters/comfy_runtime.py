@@ -107,7 +107,7 @@ class CONDNASANegative(comfy.conds.CONDCrossAttn):
         out = super().concat(others)
         if not (self.watch or any(getattr(o, "watch", False) for o in others)):
             return out
-        claim = [False, ""]  # claimed?, and the family's own advice where the prompt hook could not reach it
+        claim = [False]  # claimed?
         out._nasa_claim = claim
         weakref.finalize(out, _warn_unclaimed, claim)
         return out
@@ -124,26 +124,18 @@ def _warn_unclaimed(claim):
     from .prompt_hook import hooks_api
     why = ("this ComfyUI has no conditioning hooks (comfy.hooks.TransformerOptionsHook, from v0.3.30), so NASA "
            "Negative Conditioning works only together with Apply NASA Model Patch" if hooks_api() is None else
-           "NASA Negative Conditioning alone cannot reach this model's cross-attention (PixArt's blocks get no "
-           "per-prompt options on any release; Wan's only from v0.3.60; Z-Image / Lumina 2, HiDream, Kandinsky 5 and "
-           "LTX-Video / LTX-2 take NASA through object patches, which a prompt's options cannot carry)")
-    advice = claim[1] or "Connect the MODEL through Apply NASA Model Patch (its own negative may stay unconnected)."
+           "the prompt's conditioning hook never reached the model (a node between the prompt and the sampler "
+           "dropped ComfyUI's conditioning hooks, or a sampler that does not run them)")
     log.warning("NASA: a prompt carries a negative from NASA Negative Conditioning, but the MODEL it was sampled "
-                "with does not go through Apply NASA Model Patch and %s; this ComfyUI (%s) ignored the negative. %s",
-                why, comfy_release(), advice)
+                "with does not go through Apply NASA Model Patch and %s; this ComfyUI (%s) ignored the negative. "
+                "Connect the MODEL through Apply NASA Model Patch (its own negative may stay unconnected).",
+                why, comfy_release())
 
 
 def claim_prompt_negative(negative) -> None:
     claim = getattr(negative, "_nasa_claim", None)
     if claim is not None:
         claim[0] = True
-
-
-def advise_prompt_negative(negative, advice: str) -> None:
-    """What the unclaimed warning should tell the user for this negative's family (NASAAdapter.prompt_advice)."""
-    claim = getattr(negative, "_nasa_claim", None)
-    if claim is not None and advice:
-        claim[1] = advice
 
 
 class CONDNASAAlpha(comfy.conds.CONDRegular):

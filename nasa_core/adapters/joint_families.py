@@ -21,7 +21,6 @@ class JointRowsFamily:
     txt_key = "txt"
     img_key = "img"
     untouched = "nothing else"  # README: which tokens NASA never steers or subtracts on this family
-    prompt_advice = ""          # NASAAdapter.prompt_advice
     slot = "dit"                # "dit": patches_replace["dit"]; "object": an object patch on each block
 
     model_class = None  # (module, class name) of the diffusion model, matched exactly (not its subclasses)
@@ -288,9 +287,6 @@ class HiDreamRows(JointRowsFamily):
     image_first = True
     slot = "object"
     untouched = "the positive text (T5 and every Llama layer)"
-    prompt_advice = ("Connect the MODEL through Apply NASA Model Patch and the negative to its nasa_negative input, not "
-                     "through NASA Negative Conditioning: on HiDream NASA needs the negative's Llama states, which only "
-                     "that input carries.")
 
     model_class = ("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel")
 

@@ -289,7 +289,6 @@ class RowsAdapter(NASAAdapter):
     def __init__(self, spec):
         self.spec = spec
         self.family = spec.display
-        self.prompt_advice = spec.prompt_advice
 
     def matches(self, model_patcher) -> bool:
         return self.spec.matches(model_patcher)

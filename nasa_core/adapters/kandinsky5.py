@@ -12,8 +12,8 @@ the prompt and then ``text_embeddings`` and every text block on the negative, wi
 length and the ``time_embed`` the model would give the negative as a prompt in this step: this call's timestep
 embedding plus ``pooled_text_embeddings`` of the negative's own pooled CLIP-L, which Apply NASA Model Patch passes
 from the negative's CONDITIONING (a ``DIFFUSION_MODEL`` wrapper, ``K5NegativeTime``, computes it per steered row).
-A negative that comes without one (NASA Negative Conditioning carries the token tensor only, or ``apply_nasa``
-called with a bare tensor) is refined with each steered row's own ``time_embed`` (its timestep and its prompt's
+A negative that comes without one (a CONDITIONING without ``pooled_output``, or ``apply_nasa`` called with a bare
+tensor) is refined with each steered row's own ``time_embed`` (its timestep and its prompt's
 pooled CLIP-L). Since the refined negative changes with the timestep it is not cached between steps. Each visual block's ``cross_attention`` is object-patched: Z+ - alpha Z- before
 ``out_layer``, with K- = key_norm(to_key(E-)) and V- = to_value(E-) from that block's own projections. The
 positive text, the text blocks' output for it and the visual self-attention are untouched.

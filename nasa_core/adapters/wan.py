@@ -16,13 +16,8 @@ own ``k`` and ``norm_k`` (Wan's key RMSNorm), its values through ``v``, exactly 
 """
 from __future__ import annotations
 
-from typing import Tuple
-
-import torch
-
-from .base import NASASettings
-from .comfy_runtime import HAS_WRAP_ATTN, NASARun, NegativeCache, override_call_options, steer_rows, weighted_modules
-from .dit_crossattn import CrossAttentionAdapter, NASAObjectCrossAttention, current_state, subtract_projected
+from .comfy_runtime import HAS_WRAP_ATTN, steer_rows, weighted_modules
+from .dit_crossattn import CrossAttentionAdapter, NASAObjectCrossAttention, subtract_projected
 
 
 def _wan_classes():
@@ -65,7 +60,10 @@ class WanNASACrossAttention(NASAObjectCrossAttention):
         heads = attn.num_heads
         attend = _attention_with(transformer_options)
         q = attn.norm_q(attn.q(x))
-        k_neg, v_neg = negative_kv(self.cache, self.layer_key, state, q, attn, self.embedder)
+        # the negative through the model's text embedding, then this layer's own k, key RMSNorm and v
+        k_neg, v_neg = self.negative_kv(state, q, weighted_modules(attn.k) + weighted_modules(attn.v)
+                                        + weighted_modules(attn.norm_k),
+                                        lambda embedded: (attn.norm_k(attn.k(embedded)), attn.v(embedded)))
         self.check_negative(k_neg, q)
         state.touched += 1
         if not self.fast:
@@ -80,17 +78,6 @@ class WanNASACrossAttention(NASAObjectCrossAttention):
         if image_part is not None:
             z = z + image_part
         return attn.o(z)
-
-
-def negative_kv(cache: NegativeCache, layer_key: str, state, q: torch.Tensor, attn, embedder
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """K-/V- of one Wan cross-attention: the negative through the model's text embedding, then the layer's own
-    ``k`` and key RMSNorm, and ``v`` (cached while those weights are unchanged)."""
-    def project(embedded):
-        return attn.norm_k(attn.k(embedded)), attn.v(embedded)
-    return cache.negative_kv(layer_key, state, q.dtype, q.device, embedder, embedder,
-                             weighted_modules(attn.k) + weighted_modules(attn.v) + weighted_modules(attn.norm_k),
-                             project)
 
 
 class WanAdapter(CrossAttentionAdapter):
@@ -112,62 +99,3 @@ class WanAdapter(CrossAttentionAdapter):
 
     def stock_classes(self) -> tuple:
         return _wan_classes()[1:]
-
-
-class WanHookBlockPatch:
-    """NASA for one Wan block without an object patch, for NASA Negative Conditioning's conditioning hook
-    (``prompt_hook``), which can only reach the model through ``transformer_options``: a ``dit`` replace patch that
-    runs the block's own forward with an attention override (v0.3.60+) steering the block's text cross-attention
-    call (its second attention call; I2V's third, after the image tokens' call) by alpha * softmax(q K-^T) V-,
-    before the output projection, as the object patch does."""
-
-    def __init__(self, run: NASARun, cache: NegativeCache, index: int, group: str, cross_attn, embedder):
-        self.run, self.cache, self.index, self.group = run, cache, index, group
-        self.attn, self.embedder = cross_attn, embedder
-        self.text_call = 2 if isinstance(cross_attn, _wan_classes()[2]) else 1
-        self.previous = None
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, args, extra):
-        to = args.get("transformer_options") or {}
-        self.run.layer_calls += 1
-        state = current_state(self.run.state_key, to)
-        if state is None or self.group not in state.blocks:
-            return extra["original_block"](args)
-        previous_override = to.get("optimized_attention_override")
-        calls = [0]
-        layer_key = f"diffusion_model.blocks.{self.index}.cross_attn"
-
-        def override(func, *a, **kw):
-            out = previous_override(func, *a, **kw) if previous_override is not None else func(*a, **kw)
-            index, calls[0] = calls[0], calls[0] + 1
-            if index != self.text_call:
-                return out
-            q = a[0]
-            heads = kw["heads"] if "heads" in kw else a[3]
-            neg_kw = override_call_options(kw)
-
-            def attend(qq, kk, vv, h, mask=None):
-                return func(qq, kk, vv, heads=h, **neg_kw)
-
-            k_neg, v_neg = negative_kv(self.cache, layer_key, state, q, self.attn, self.embedder)
-            state.touched += 1
-            return steer_rows(out, q, k_neg, v_neg, heads, state, attend, in_place=False)
-
-        return extra["original_block"]({**args, "transformer_options": {**to, "optimized_attention_override": override}})
-
-
-def hook_patches(model_patcher, settings: NASASettings, run: NASARun):
-    """The ``dit`` replace patches of ``WanHookBlockPatch`` for every chosen block, or None where this ComfyUI's
-    Wan blocks do not pass transformer_options to their attention (before v0.3.60): no hook can reach them there."""
-    if not HAS_WRAP_ATTN:
-        return None
-    model = model_patcher.model.diffusion_model
-    embedder = model_patcher.get_model_object("diffusion_model.text_embedding")
-    patches = {}
-    for key, index, group in WanAdapter().layers(model_patcher, settings.blocks):
-        patches[("double_block", index)] = WanHookBlockPatch(run, run.cache, index, group,
-                                                             model.blocks[index].cross_attn, embedder)
-    return patches
