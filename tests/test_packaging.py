@@ -29,6 +29,27 @@ def test_comfy_node_validate_accepts_the_pack():
     assert r.returncode == 0 and "validation checks passed" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
+def test_the_packed_node_has_the_pack_and_not_the_training_state():
+    """`comfy node pack` (what `comfy node publish` uploads): the nodes, the core, the bundled models and the workflows;
+    not training/ (world-model runs carried between sessions, tens of MB; left out by .comfyignore)."""
+    import zipfile
+    if not COMFY_CLI.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("scripts/setup.sh should have installed comfy-cli in .venv-cli")
+        pytest.skip("comfy-cli is not installed in .venv-cli (bash scripts/setup.sh installs it)")
+    archive = ROOT / "node.zip"
+    try:
+        r = subprocess.run([str(COMFY_CLI), "--skip-prompt", "--no-enable-telemetry", "node", "pack"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        names = zipfile.ZipFile(archive).namelist()
+    finally:
+        archive.unlink(missing_ok=True)
+    tops = {n.split("/", 1)[0] for n in names}
+    assert {"__init__.py", "nodes", "nasa_core", "models", "workflows", "pyproject.toml"} <= tops, sorted(tops)
+    assert "training" not in tops, [n for n in names if n.startswith("training/")][:5]
+
+
 def test_changelog_leads_with_the_published_version():
     version = pyproject()["project"]["version"]
     changelog = (ROOT / "README.md").read_text().split("## Changelog", 1)[1]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Carries long world-model training runs from one session's machine to the next: nothing under runs/ survives a
+# session, and a run needs several. `save RUN...` copies each run's exact-resume state (runs/RUN/checkpoint.pt,
+# loss.csv, config.json) into training/RUN/, to be committed; `restore RUN...` puts it back under runs/RUN/, after
+# which the run's own command with --resume continues it bit for bit. training/ is left out of the published
+# pack (.comfyignore).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-}; shift || true
+[ "$what" = save ] || [ "$what" = restore ] && [ $# -gt 0 ] || { echo "usage: $0 save|restore RUN..." >&2; exit 2; }
+for run in "$@"; do
+  if [ "$what" = save ]; then src=runs/$run dst=training/$run; else src=training/$run dst=runs/$run; fi
+  [ -f "$src/checkpoint.pt" ] || { echo "no checkpoint at $src/checkpoint.pt" >&2; exit 1; }
+  mkdir -p "$dst"
+  for f in checkpoint.pt loss.csv config.json; do
+    [ -f "$src/$f" ] && cp "$src/$f" "$dst/$f.tmp" && mv "$dst/$f.tmp" "$dst/$f"
+  done
+  echo "$what $run: $src -> $dst ($(du -h "$dst/checkpoint.pt" | cut -f1))"
+done
