@@ -190,6 +190,68 @@ def wan_reference(attn, x, context, neg_embedded, alpha, context_img_len=None):
 # Checks both cross-attention DiT families run (sample, cond and neg are each test file's own helpers)
 
 
+class OffsetLayer(torch.nn.Module):
+    """Someone else's object patch on a slot NASA also patches: the module it replaced, called as it was called, plus a
+    constant; counts its calls."""
+
+    def __init__(self, inner, offset):
+        super().__init__()
+        self.inner, self.offset, self.calls = inner, offset, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs) + self.offset
+
+
+def record_block_calls(model_patcher, index: int) -> list:
+    """Someone else's ("dit", "double_block", index) replace patch around a whole block: runs the block, and appends
+    to the returned list at each call."""
+    calls = []
+
+    def block_patch(args, extra):
+        calls.append(1)
+        return extra["original_block"](args)
+
+    model_patcher.set_model_patch_replace(block_patch, "dit", "double_block", index)
+    return calls
+
+
+def check_alpha_zero_is_the_unpatched_model(model, adapter_class, sample, cond, neg, width):
+    """The family's adapter is chosen; alpha 0 and an empty negative (zeros) give the unpatched model bit for bit."""
+    from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
+    from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch
+    assert isinstance(adapter_for(model), adapter_class)
+    pos = cond(1)
+    base = sample(model, pos, steps=2)
+    assert torch.equal(sample(apply_nasa(model, neg(2), 0.0), pos, steps=2), base)
+    patched, = ApplyNASAModelPatch().patch(model, 0.5, nasa_negative=[[torch.zeros(1, 5, width), {}]])
+    assert torch.equal(sample(patched, pos, steps=2), base)
+    return base
+
+
+def check_every_layer_is_patched_and_the_model_restored(model, patch_class, paths, stock_name, sample, cond, neg):
+    """Every layer at ``paths`` holds NASA's ``patch_class``. Three steps apply it three times, with the negative
+    through the text embedder once and each layer's K-/V- projected once (cached across the steps). The MODEL,
+    loaded again, has its stock modules (class ``stock_name``) back and gives its own output, and each patch shows
+    ComfyUI the same weights under the same names (LoRA keys keep matching), nothing more."""
+    import comfy.utils
+    from comfyui_nasa.nasa_core.adapters import apply_nasa
+    pos = cond(1)
+    base = sample(model, pos, steps=2)
+    patched = apply_nasa(model, neg(2), 0.5)
+    assert sorted(k for k, v in patched.object_patches.items() if isinstance(v, patch_class)) == sorted(paths)
+    run = patched.model_options["model_function_wrapper"]
+    out = sample(patched, pos, steps=3)
+    assert (out - base).abs().max() > 1e-3
+    assert run.calls_applied == 3
+    assert (run.cache.embedded, run.cache.computed) == (1, len(paths))
+    assert torch.equal(sample(model, pos, steps=2), base)
+    for path in paths:
+        stock = comfy.utils.get_attr(model.model, path)
+        assert type(stock).__name__ == stock_name
+        assert dict(patched.object_patches[path].named_parameters()) == dict(stock.named_parameters())
+
+
 def check_per_prompt_equals_model_wide(model, sample, cond, neg):
     """NASA Negative Conditioning on an enabled model gives what Apply NASA Model Patch's negative gives."""
     from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning

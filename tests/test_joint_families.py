@@ -359,29 +359,12 @@ def _nodes():
     return ApplyNASAModelPatch(), NASANegativeConditioning()
 
 
-@pytest.mark.parametrize("name", [n for n in FAMILIES if not FAMILIES[n].get("model_patch_only")])
-def test_both_nodes_per_prompt_equals_model_wide(name):
-    """NASA Negative Conditioning on a model through Apply NASA Model Patch (no model-wide negative) gives what
-    the model patch's own negative gives."""
-    spec = family_or_skip(name)
-    needs_override()
-    model = spec["make"]()
-    apply_node, negative_node = _nodes()
-    positive = conditioning(text(1, 6, spec["ctx"]), spec)
-    negative = conditioning(text(2, 5, spec["ctx"]), spec)
-    model_wide, = apply_node.patch(model, 0.5, nasa_negative=negative)
-    enabled, = apply_node.patch(model, 0.5)
-    carried, = negative_node.attach(positive, negative, 0.5)
-    a, b = sample(model_wide, spec, positive, steps=2), sample(enabled, spec, carried, steps=2)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert (a - sample(model, spec, positive, steps=2)).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("name", [n for n in FAMILIES if n != "hidream"])  # HiDream refuses it: below
-def test_negative_conditioning_alone(name):
-    """NASA Negative Conditioning without a model patch (its conditioning hook, ComfyUI v0.3.30+) installs NASA for its
-    prompt and equals the model patch: through dit slots, or (Z-Image / Lumina 2, whose blocks have none) with its
-    object patches in the live model for the hooked calls only, the live modules as they were afterwards."""
+@pytest.mark.parametrize("name", [n for n in FAMILIES if not FAMILIES[n].get("model_patch_only")])  # HiDream: below
+def test_negative_conditioning_with_and_without_the_model_patch(name):
+    """NASA Negative Conditioning gives what the model patch's own negative gives, on a model through Apply NASA Model
+    Patch (no model-wide negative) and alone (its conditioning hook, ComfyUI v0.3.30+: through dit slots, or on
+    Z-Image / Lumina 2, whose blocks have none, with its object patches in the live model for the hooked calls only,
+    the live modules as they were afterwards)."""
     spec = family_or_skip(name)
     needs_override()
     model = spec["make"]()
@@ -392,9 +375,12 @@ def test_negative_conditioning_alone(name):
     modules = {n: id(m) for n, m in model.model.named_modules()}
     alone = sample(model, spec, carried, steps=2)
     assert {n: id(m) for n, m in model.model.named_modules()} == modules
-    patched, = apply_node.patch(model, 0.5, nasa_negative=negative)
-    torch.testing.assert_close(alone, sample(patched, spec, positive, steps=2), atol=1e-5, rtol=1e-5)
-    assert (alone - sample(model, spec, positive, steps=2)).abs().max() > 1e-3
+    model_wide, = apply_node.patch(model, 0.5, nasa_negative=negative)
+    enabled, = apply_node.patch(model, 0.5)
+    reference = sample(model_wide, spec, positive, steps=2)
+    torch.testing.assert_close(sample(enabled, spec, carried, steps=2), reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone, reference, atol=1e-5, rtol=1e-5)
+    assert (reference - sample(model, spec, positive, steps=2)).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

@@ -250,18 +250,6 @@ def test_under_cfg_the_cond_row_is_refined_with_its_own_time_embed(model, own_po
     torch.testing.assert_close(conds["cfg4"], conds["cfg1"], rtol=1e-5, atol=1e-5)
 
 
-class OffsetCrossAttention(torch.nn.Module):
-    """Someone else's object patch on the same slot: the stock layer plus a constant."""
-
-    def __init__(self, inner, offset):
-        super().__init__()
-        self.inner, self.offset, self.calls = inner, offset, 0
-
-    def forward(self, x, context, transformer_options={}):
-        self.calls += 1
-        return self.inner(x, context, transformer_options=transformer_options) + self.offset
-
-
 class ScaledTextBlock(torch.nn.Module):
     """Someone else's object patch on the first text block: the stock block, scaled."""
 
@@ -281,7 +269,7 @@ def test_existing_patches_are_chained_not_dropped(model):
     text_key = "diffusion_model.text_transformer_blocks.0"
     other = model.clone()
     stock = model.get_model_object(key)
-    offset = OffsetCrossAttention(stock, torch.full((64,), 0.25))
+    offset = dk.OffsetLayer(stock, torch.full((64,), 0.25))
     scaled = ScaledTextBlock(model.get_model_object(text_key))
     other.add_object_patch(key, offset)
     other.add_object_patch(text_key, scaled)

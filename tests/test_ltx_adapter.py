@@ -140,31 +140,14 @@ def captured_call(patched, key, positive, latent):
 
 
 def test_adapter_is_chosen_and_alpha_zero_is_the_unpatched_model(model):
-    assert isinstance(adapter_for(model), LTXVAdapter)
-    pos = cond(1)
-    base = sample(model, pos, steps=2)
+    base = dk.check_alpha_zero_is_the_unpatched_model(model, LTXVAdapter, sample, cond, neg, WIDTH)
     assert base.shape == (1, 128, 2, 4, 4)
-    assert torch.equal(sample(apply_nasa(model, neg(2), 0.0), pos, steps=2), base)
-    patched, = ApplyNASAModelPatch().patch(model, 0.5, nasa_negative=[[torch.zeros(1, 5, WIDTH), {}]])
-    assert torch.equal(sample(patched, pos, steps=2), base)
 
 
 def test_every_attn2_is_patched_and_the_model_is_restored(model):
-    pos = cond(1)
-    base = sample(model, pos, steps=2)
-    patched = apply_nasa(model, neg(2), 0.5)
-    keys = sorted(k for k, v in patched.object_patches.items() if isinstance(v, LTXNASACrossAttention))
-    assert keys == [f"diffusion_model.transformer_blocks.{i}.attn2" for i in range(DEPTH)]
-    run = patched.model_options["model_function_wrapper"]
-    out = sample(patched, pos, steps=3)
-    assert (out - base).abs().max() > 1e-3
-    assert run.calls_applied == 3
-    assert (run.cache.embedded, run.cache.computed) == (1, DEPTH)  # K-/V- cached across the 3 steps
-    assert torch.equal(sample(model, pos, steps=2), base)
-    for i, block in enumerate(model.model.diffusion_model.transformer_blocks):
-        assert type(block.attn2).__name__ == "CrossAttention"
-        patch = patched.object_patches[f"diffusion_model.transformer_blocks.{i}.attn2"]
-        assert dict(patch.named_parameters()) == dict(block.attn2.named_parameters())
+    dk.check_every_layer_is_patched_and_the_model_restored(
+        model, LTXNASACrossAttention, [f"diffusion_model.transformer_blocks.{i}.attn2" for i in range(DEPTH)],
+        "CrossAttention", sample, cond, neg)
 
 
 def test_block_against_plain_torch_reference_at_ltx_video_2b_width():
@@ -270,33 +253,15 @@ def test_cfg_leaves_the_uncond_branch_alone(model):
     dk.check_cfg_leaves_uncond_alone(model, sample, cond, neg)
 
 
-class OffsetCrossAttention(torch.nn.Module):
-    """Someone else's object patch on the same slot: the stock layer plus a constant."""
-
-    def __init__(self, inner, offset):
-        super().__init__()
-        self.inner, self.offset, self.calls = inner, offset, 0
-
-    def forward(self, x, context=None, mask=None, **kwargs):
-        self.calls += 1
-        return self.inner(x, context=context, mask=mask, **kwargs) + self.offset
-
-
 def test_existing_patches_are_chained_not_dropped(model):
     """An object patch already on a block's attn2 is called (with the text mask) and NASA subtracts after it; a
     ("double_block", i) replace patch around the whole block keeps running with NASA inside."""
     key = "diffusion_model.transformer_blocks.1.attn2"
     other = model.clone()
     stock = model.get_model_object(key)
-    offset = OffsetCrossAttention(stock, torch.full((32,), 0.25))
+    offset = dk.OffsetLayer(stock, torch.full((32,), 0.25))
     other.add_object_patch(key, offset)
-    block_calls = []
-
-    def block_patch(args, extra):
-        block_calls.append(1)
-        return extra["original_block"](args)
-
-    other.set_model_patch_replace(block_patch, "dit", "double_block", 2)
+    block_calls = dk.record_block_calls(other, 2)
     negative, alpha = neg(2), 0.5
     patched = apply_nasa(other, negative, alpha)
     args, kwargs, output = captured_call(patched, key, cond(1), dk.video_latent(frames=2, size=4, channels=128))

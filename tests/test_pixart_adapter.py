@@ -10,7 +10,7 @@ except ImportError:
 
 import dit_testkit as dk
 import nasa_testkit as tk
-from comfyui_nasa.nasa_core.adapters import adapter_for, apply_nasa
+from comfyui_nasa.nasa_core.adapters import apply_nasa
 from comfyui_nasa.nasa_core.adapters.comfy_runtime import wrong_width_message
 from comfyui_nasa.nasa_core.adapters.pixart import PixArtAdapter, PixArtNASACrossAttention
 from comfyui_nasa.nasa_core.attention import NASAInputError
@@ -40,39 +40,16 @@ def sample(m, positive, **kw):
     return dk.sample_latent(m, positive, torch.zeros(1, 4, 8, 88), **kw)
 
 
-def cross_attention_keys(patched):
-    return sorted(k for k, v in patched.object_patches.items() if isinstance(v, PixArtNASACrossAttention))
-
-
 def test_adapter_is_chosen_and_alpha_zero_is_the_unpatched_model(model):
-    assert isinstance(adapter_for(model), PixArtAdapter)
-    pos = cond(1)
-    base = sample(model, pos, steps=2)
-    assert torch.equal(sample(apply_nasa(model, neg(2), 0.0), pos, steps=2), base)
-    patched, = ApplyNASAModelPatch().patch(model, 0.5, nasa_negative=[[torch.zeros(1, 5, WIDTH), {}]])
-    assert torch.equal(sample(patched, pos, steps=2), base)  # empty negative: no NASA
+    dk.check_alpha_zero_is_the_unpatched_model(model, PixArtAdapter, sample, cond, neg, WIDTH)
 
 
 def test_every_block_is_patched_and_the_model_is_restored(model):
-    pos = cond(1)
-    base = sample(model, pos, steps=2)
-    patched = apply_nasa(model, neg(2), 0.5)
-    assert cross_attention_keys(patched) == [f"diffusion_model.blocks.{i}.cross_attn" for i in range(DEPTH)]
-    run = patched.model_options["model_function_wrapper"]
-    out = sample(patched, pos, steps=3)
-    assert (out - base).abs().max() > 1e-3
-    assert run.calls_applied == 3
-    # the negative went through the caption embedder once, each block's kv_linear once, for all three steps
-    assert (run.cache.embedded, run.cache.computed) == (1, DEPTH)
-    # the unpatched model, loaded again, has its stock modules back and gives the same output as before
-    assert torch.equal(sample(model, pos, steps=2), base)
-    for block in model.model.diffusion_model.blocks:
-        assert type(block.cross_attn).__name__ == "MultiHeadCrossAttention"
-    # ComfyUI sees the same weights under the same names through the patch (LoRA keys keep matching),
-    # and nothing more (the caption embedder is not pulled into the block)
-    for i, block in enumerate(model.model.diffusion_model.blocks):
-        patch = patched.object_patches[f"diffusion_model.blocks.{i}.cross_attn"]
-        assert dict(patch.named_parameters()) == dict(block.cross_attn.named_parameters())
+    """The negative goes through the caption embedder once and each block's kv_linear once, for all three steps; the
+    caption embedder is not pulled into the block's patch."""
+    dk.check_every_layer_is_patched_and_the_model_restored(
+        model, PixArtNASACrossAttention, [f"diffusion_model.blocks.{i}.cross_attn" for i in range(DEPTH)],
+        "MultiHeadCrossAttention", sample, cond, neg)
 
 
 def test_block_against_plain_torch_reference_at_pixart_alpha_width():
@@ -106,27 +83,13 @@ def test_cfg_leaves_the_uncond_branch_alone(model):
     dk.check_cfg_leaves_uncond_alone(model, sample, cond, neg)
 
 
-class OffsetCrossAttention(torch.nn.Module):
-    """Someone else's object patch on the same slot: the stock layer plus a constant."""
-
-    def __init__(self, inner, offset):
-        super().__init__()
-        self.inner = inner
-        self.offset = offset
-        self.calls = 0
-
-    def forward(self, x, cond, mask=None):
-        self.calls += 1
-        return self.inner(x, cond, mask) + self.offset
-
-
 def test_existing_object_patch_on_the_slot_is_chained_not_dropped(model):
     dm = model.model.diffusion_model
     key = "diffusion_model.blocks.1.cross_attn"
     other = model.clone()
     stock_layer = model.get_model_object(key)  # the stock module even while another clone's patch is loaded
     assert type(stock_layer).__name__ == "MultiHeadCrossAttention"
-    offset = OffsetCrossAttention(stock_layer, torch.full((96,), 0.25))
+    offset = dk.OffsetLayer(stock_layer, torch.full((96,), 0.25))
     other.add_object_patch(key, offset)
     negative, alpha = neg(2), 0.5
     patched = apply_nasa(other, negative, alpha)

@@ -47,31 +47,14 @@ def sample(m, positive, steps=1, **kw):
 
 
 def test_adapter_is_chosen_and_alpha_zero_is_the_unpatched_model(t2v):
-    assert isinstance(adapter_for(t2v), WanAdapter)
-    pos = cond(1)
-    base = sample(t2v, pos, steps=2)
+    base = dk.check_alpha_zero_is_the_unpatched_model(t2v, WanAdapter, sample, cond, neg, WIDTH)
     assert base.shape == (1, 16, 3, 8, 8)
-    assert torch.equal(sample(apply_nasa(t2v, neg(2), 0.0), pos, steps=2), base)
-    patched, = ApplyNASAModelPatch().patch(t2v, 0.5, nasa_negative=[[torch.zeros(1, 5, WIDTH), {}]])
-    assert torch.equal(sample(patched, pos, steps=2), base)
 
 
 def test_every_block_is_patched_once_per_step_and_the_model_is_restored(t2v):
-    pos = cond(1)
-    base = sample(t2v, pos, steps=2)
-    patched = apply_nasa(t2v, neg(2), 0.5)
-    keys = sorted(k for k, v in patched.object_patches.items() if isinstance(v, WanNASACrossAttention))
-    assert keys == [f"diffusion_model.blocks.{i}.cross_attn" for i in range(DEPTH)]
-    run = patched.model_options["model_function_wrapper"]
-    out = sample(patched, pos, steps=3)
-    assert (out - base).abs().max() > 1e-3
-    assert run.calls_applied == 3
-    assert (run.cache.embedded, run.cache.computed) == (1, DEPTH)  # K-/V- cached across the 3 steps
-    assert torch.equal(sample(t2v, pos, steps=2), base)
-    for i, block in enumerate(t2v.model.diffusion_model.blocks):
-        assert type(block.cross_attn).__name__ == "WanT2VCrossAttention"
-        patch = patched.object_patches[f"diffusion_model.blocks.{i}.cross_attn"]
-        assert dict(patch.named_parameters()) == dict(block.cross_attn.named_parameters())
+    dk.check_every_layer_is_patched_and_the_model_restored(
+        t2v, WanNASACrossAttention, [f"diffusion_model.blocks.{i}.cross_attn" for i in range(DEPTH)],
+        "WanT2VCrossAttention", sample, cond, neg)
 
 
 def test_block_against_plain_torch_reference_at_wan_1_3b_width():
@@ -135,35 +118,15 @@ def test_cfg_leaves_the_uncond_branch_alone(t2v):
     dk.check_cfg_leaves_uncond_alone(t2v, sample, cond, neg)
 
 
-class OffsetCrossAttention(torch.nn.Module):
-    """Someone else's object patch on the same slot: the stock layer plus a constant."""
-
-    def __init__(self, inner, offset):
-        super().__init__()
-        self.inner = inner
-        self.offset = offset
-        self.calls = 0
-
-    def forward(self, x, context, **kwargs):
-        self.calls += 1
-        return self.inner(x, context, **kwargs) + self.offset
-
-
 def test_existing_patches_are_chained_not_dropped(t2v):
     """An object patch already on a block's cross_attn is called and NASA subtracts after it; a
     ("double_block", i) replace patch around the whole block keeps running with NASA inside."""
     key = "diffusion_model.blocks.1.cross_attn"
     other = t2v.clone()
     stock_layer = t2v.get_model_object(key)
-    offset = OffsetCrossAttention(stock_layer, torch.full((64,), 0.25))
+    offset = dk.OffsetLayer(stock_layer, torch.full((64,), 0.25))
     other.add_object_patch(key, offset)
-    block_calls = []
-
-    def block_patch(args, extra):
-        block_calls.append(1)
-        return extra["original_block"](args)
-
-    other.set_model_patch_replace(block_patch, "dit", "double_block", 2)
+    block_calls = dk.record_block_calls(other, 2)
     negative, alpha = neg(2), 0.5
     patched = apply_nasa(other, negative, alpha)
     run = patched.model_options["model_function_wrapper"]
