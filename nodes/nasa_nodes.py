@@ -34,7 +34,7 @@ def attach(positive, nasa_negative, alpha):
     """A per-prompt negative; alpha 0 (or an empty negative) turns NASA off for this prompt. Where ComfyUI has
     conditioning hooks (v0.3.30+) the prompt also carries NASA's hook, so it works on an unpatched MODEL."""
     negative = negative_tensor(nasa_negative, "nasa_negative")
-    extra = nasa_negative[0][1] if negative is not None else None  # its attention mask and pooled output travel too
+    extra = nasa_negative[0][1] if negative is not None else None  # its mask, pooled output, Llama states travel too
     carried = attach_prompt_negative(positive, negative, alpha, extra)
     if negative is None or alpha == 0.0:
         return (carried,)

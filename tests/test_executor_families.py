@@ -208,7 +208,6 @@ class Family:
     sized_by_detection: str = ""     # why a release whose detection does not read this small size back skips
     real_width: bool = False         # hundreds of millions of parameters: whole-suite runs only, a bf16 file
     loader: str = "UNETLoader"       # NASATestModel: too large at detection's sizes, the builder's MODEL instead
-    prompt_refused: str = ""         # the executor's error for NASA Negative Conditioning's negative (HiDream)
 
     @property
     def steps(self):  # a real-width model samples one step (Chroma's approximator alone is 100 GFLOP a call)
@@ -286,7 +285,7 @@ FAMILIES = {
     "hidream": Family(
         hidream, "HiDream", lambda s, n: hidream_conditioning(s, tokens=n), IMAGE_LATENT, 16, extras=("nodes_sd3.py",),
         needs=(("comfy.supported_models", "HiDream", "HiDream-I1"),), joint=True,
-        loader="NASATestModel", prompt_refused="NASA on HiDream needs the negative's Llama states with its T5 text"),
+        loader="NASATestModel"),
 }
 
 
@@ -536,15 +535,9 @@ def run_family(env, name):
         out["plain"] = env(graph(name, "none"), executor)
         out["zero"] = env(graph(name, "model", alpha=0.0), executor)
         out["model"] = env(graph(name, "model"), executor)
-        if FAMILIES[name].prompt_refused:
-            out["prompt_errors"] = env(graph(name, "prompt"), executor, refused=True)
-        else:
-            out["prompt"] = env(graph(name, "prompt"), executor)
+        out["prompt"] = env(graph(name, "prompt"), executor)
         out["patched_warnings"] = nasa_warnings(records)
-        if FAMILIES[name].prompt_refused:
-            out["alone_errors"] = env(graph(name, "prompt_alone"), executor, refused=True)
-        else:
-            out["alone"] = env(graph(name, "prompt_alone"), executor)
+        out["alone"] = env(graph(name, "prompt_alone"), executor)
         gc.collect()  # the unclaimed-negative warning comes when the prompt's conds are freed
         out["alone_warnings"] = nasa_warnings(records)[len(out["patched_warnings"]):]
         out["after"] = env(graph(name, "none", seed=43), executor)
@@ -590,36 +583,23 @@ def test_model_patch_in_a_graph(results, name):
 def test_negative_conditioning_with_the_model_patch(results, name):
     """NASA Negative Conditioning's negative (alpha 0.5), the model through Apply NASA Model Patch without one (alpha
     0.1), gives what the patch's own negative at 0.5 gives: the same CONDITIONING, as the family's text encoder
-    hands it over (LTX-Video: with T5's attention mask; Kandinsky 5: with its pooled CLIP-L). HiDream refuses it, as
-    the README's bad-input table says: the sampler's error names the Llama states and what to connect instead."""
-    family, r = results(name)
-    if family.prompt_refused:
-        refused_by_name(r["prompt_errors"], family)
-    else:
-        torch.testing.assert_close(r["prompt"], r["model"], atol=1e-5, rtol=1e-5)
-
-
-def refused_by_name(errors, family):
-    """The one error ComfyUI reports for the prompt: at the sampler, naming what is missing and what to connect."""
-    assert len(errors) == 1 and errors[0]["node_type"] == "KSampler", errors
-    assert family.prompt_refused in errors[0]["exception_message"], errors[0]["exception_message"]
-    assert "Apply NASA Model Patch's nasa_negative" in errors[0]["exception_message"]
+    hands it over (LTX-Video: with T5's attention mask; Kandinsky 5: with its pooled CLIP-L; HiDream: with its Llama
+    states)."""
+    _, r = results(name)
+    torch.testing.assert_close(r["prompt"], r["model"], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", families())
 def test_negative_conditioning_alone(results, name):
     """NASA Negative Conditioning on the unpatched MODEL gives what the model patch gives, with no warning: its
     conditioning hook installs NASA for that prompt's calls (object-patch families: in the live model for each call
-    only, see test_nothing_stays_patched). HiDream refuses it by name, as with the patch."""
+    only, see test_nothing_stays_patched)."""
     from comfyui_nasa.nasa_core.adapters import prompt_hook
     family, r = results(name)
     if prompt_hook.hooks_api() is None:  # before v0.3.30 (LTX-Video on v0.3.10): ignored, and the console says why
         assert torch.equal(r["alone"], r["plain"])
         warned = r["alone_warnings"]
         assert len(warned) == 1 and "no conditioning hooks" in warned[0], warned
-        return
-    if family.prompt_refused:
-        refused_by_name(r["alone_errors"], family)
         return
     assert not r["alone_warnings"], r["alone_warnings"]
     torch.testing.assert_close(r["alone"], r["model"], atol=1e-5, rtol=1e-5)

@@ -45,10 +45,12 @@ PROMPT_NEGATIVE_KEY = "nasa_negative"
 PROMPT_ALPHA_KEY = "nasa_alpha"
 # What a per-prompt negative's CONDITIONING carries besides its text, as the model-wide negative's dict does
 # (Apply NASA Model Patch's negative_extra): its text encoder's attention mask (LTX-Video's T5 pads to 128 tokens)
-# and its pooled output (Kandinsky 5 refines the negative with its own pooled CLIP-L).
+# its pooled output (Kandinsky 5 refines the negative with its own pooled CLIP-L) and HiDream's Llama states (its
+# blocks take a fresh Llama layer each).
 PROMPT_MASK_KEY = "nasa_negative_mask"
 PROMPT_POOLED_KEY = "nasa_negative_pooled"
-PROMPT_KEYS = (PROMPT_NEGATIVE_KEY, PROMPT_ALPHA_KEY, PROMPT_MASK_KEY, PROMPT_POOLED_KEY)
+PROMPT_LLAMA_KEY = "nasa_negative_llama3"
+PROMPT_KEYS = (PROMPT_NEGATIVE_KEY, PROMPT_ALPHA_KEY, PROMPT_MASK_KEY, PROMPT_POOLED_KEY, PROMPT_LLAMA_KEY)
 # Set in a call's transformer_options by the NASA patch that took the call's per-prompt negative.
 PROMPT_SEEN_KEY = "comfyui_nasa_prompt_negative"
 
@@ -150,14 +152,15 @@ class CONDNASANegativeMask(comfy.conds.CONDCrossAttn):
 def attach_prompt_negative(positive: list, negative: Optional[torch.Tensor], alpha: float,
                            extra: Optional[dict] = None) -> list:
     """Return a copy of a CONDITIONING list whose every entry carries ``negative`` at scale ``alpha`` (with the
-    ``attention_mask`` and ``pooled_output`` of ``extra``, the negative CONDITIONING's dict). Alpha 0 or no negative
+    ``attention_mask``, ``pooled_output`` and ``conditioning_llama3`` of ``extra``, the negative CONDITIONING's
+    dict). Alpha 0 or no negative
     (None) turns NASA off for these prompts, also over a model-wide negative."""
     alpha = check_alpha(alpha)
     off = negative is None or alpha == 0.0
     if negative is None:
         negative, extra = torch.zeros(1, 1, 1), None
         alpha = 0.0
-    mask, pooled = ((extra or {}).get(k) for k in ("attention_mask", "pooled_output"))
+    mask, pooled, llama = ((extra or {}).get(k) for k in ("attention_mask", "pooled_output", "conditioning_llama3"))
     if isinstance(mask, torch.Tensor):
         if mask.numel() != negative.shape[0] * negative.shape[1] and mask.numel() != negative.shape[1]:
             raise NASAInputError(f"the NASA negative's attention mask {tuple(mask.shape)} does not fit its "
@@ -169,12 +172,14 @@ def attach_prompt_negative(positive: list, negative: Optional[torch.Tensor], alp
         model_conds = dict(opts.get("model_conds", {}))
         model_conds[PROMPT_NEGATIVE_KEY] = CONDNASANegative(negative, watch=not off)
         model_conds[PROMPT_ALPHA_KEY] = CONDNASAAlpha(torch.tensor([alpha], dtype=torch.float32))
-        for key in (PROMPT_MASK_KEY, PROMPT_POOLED_KEY):
+        for key in (PROMPT_MASK_KEY, PROMPT_POOLED_KEY, PROMPT_LLAMA_KEY):
             model_conds.pop(key, None)  # a previous NASA Negative Conditioning's
         if isinstance(mask, torch.Tensor):
             model_conds[PROMPT_MASK_KEY] = CONDNASANegativeMask(mask)
         if isinstance(pooled, torch.Tensor):
             model_conds[PROMPT_POOLED_KEY] = comfy.conds.CONDRegular(pooled)
+        if isinstance(llama, torch.Tensor):
+            model_conds[PROMPT_LLAMA_KEY] = comfy.conds.CONDRegular(llama)
         opts["model_conds"] = model_conds
         out.append([cond, opts])
     return out
@@ -198,7 +203,7 @@ class NASACallState:
     weights_token: object = None           # the loaded patch set (modern ComfyUI), part of the cache key
     touched: int = 0
     diagnosis: Optional[Callable[[], str]] = None  # why nothing was touched (NASARun.diagnose)
-    extra: Optional[dict] = None           # the negative CONDITIONING's attention_mask / pooled_output, batched
+    extra: Optional[dict] = None           # the negative CONDITIONING's attention_mask / pooled_output / Llama states, batched
                                            # like ``negative`` (a prompt's); the model-wide one's is in the settings
 
 
@@ -536,6 +541,7 @@ class NASARun:
         prompt_neg = c.pop(PROMPT_NEGATIVE_KEY, None)
         prompt_alpha = c.pop(PROMPT_ALPHA_KEY, None)
         prompt_mask, prompt_pooled = c.pop(PROMPT_MASK_KEY, None), c.pop(PROMPT_POOLED_KEY, None)
+        prompt_llama = c.pop(PROMPT_LLAMA_KEY, None)
         claim_prompt_negative(prompt_neg)
         if prompt_neg is not None:  # tell the NASA patches chained under this one (they see c after us)
             c["transformer_options"] = {**c.get("transformer_options", {}), PROMPT_SEEN_KEY: True}
@@ -557,6 +563,8 @@ class NASARun:
                 extra["attention_mask"] = prompt_mask.reshape(prompt_mask.shape[0], -1)
             if prompt_pooled is not None:
                 extra["pooled_output"] = prompt_pooled
+            if prompt_llama is not None:
+                extra["conditioning_llama3"] = prompt_llama
             return NASACallState(self._stable_prompt_negative(prompt_neg), "prompt", rows, rows,
                                  alpha if rows is None else alpha[rows], blocks, extra=extra or None)
         if c.get("transformer_options", {}).get(PROMPT_SEEN_KEY):

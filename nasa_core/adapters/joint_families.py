@@ -278,8 +278,8 @@ class HiDreamRows(JointRowsFamily):
     """HiDream-I1 (Full, Dev, Fast): image first; each double block's text is [T5; last Llama layer] (a stream that
     evolves block to block) plus a fresh projected Llama layer that the block gets anew and drops after it; the
     single blocks append a fresh Llama layer to [image; stream] likewise. The negative goes the same way, so it
-    needs its Llama states: the conditioning dict's ``conditioning_llama3`` (Apply NASA Model Patch's negative;
-    NASA Negative Conditioning cannot carry them). Blocks have no ``dit`` slot: object patches. HiDream sets no
+    needs its Llama states: the conditioning dict's ``conditioning_llama3`` (both nodes pass the negative's
+    CONDITIONING dict on). Blocks have no ``dit`` slot: object patches. HiDream sets no
     ``block_index``; the object patch is the block, so each knows its own index."""
 
     name = "HiDream"
@@ -303,11 +303,11 @@ class HiDreamRows(JointRowsFamily):
         from ..attention import NASAInputError
         extra = info.negative_extra or {}
         llama = extra.get("conditioning_llama3")
-        if info.negative_source == "prompt" or llama is None:
+        if llama is None:
             raise NASAInputError(
-                "NASA on HiDream needs the negative's Llama states with its T5 text: connect a CLIP Text Encode of the "
-                "HiDream text encoders to Apply NASA Model Patch's nasa_negative (NASA Negative Conditioning does not "
-                "carry the Llama states)")
+                "NASA on HiDream needs the negative's Llama states with its T5 text: encode the negative with a CLIP "
+                "Text Encode of the HiDream text encoders (its CONDITIONING carries them) and connect it to NASA "
+                "Negative Conditioning or Apply NASA Model Patch's nasa_negative, not a bare tensor")
         llama = llama.to(device=neg.device, dtype=neg.dtype)
         steered = info.steered_rows
         if llama.shape[0] not in (1, len(steered)):

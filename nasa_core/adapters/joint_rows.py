@@ -52,7 +52,10 @@ class RowsRun(JointNASARun):
         state = super().plan(x, timestep, c, cond_or_uncond, model_sampling)
         if state is not None:
             t = model_sampling.timestep(timestep).float() if model_sampling is not None else timestep
-            state.call_info = CallInfo(tuple(x.shape), t, negative_extra=self.settings.negative_extra)
+            extra = self.settings.negative_extra
+            if state.source == "prompt":  # the prompt's own, batched with its latent rows: those steered
+                extra = {k: v if state.neg_rows is None else v[state.neg_rows] for k, v in (state.extra or {}).items()}
+            state.call_info = CallInfo(tuple(x.shape), t, negative_extra=extra)
         return state
 
 
@@ -63,7 +66,8 @@ class CallInfo:
     latent_shape: Tuple[int, ...]
     model_timestep: Optional[torch.Tensor]
     call_pe: Optional[torch.Tensor] = None  # the rotary embedding the first NASA block received
-    negative_extra: Optional[dict] = None   # the model-wide negative's conditioning dict (HiDream's Llama states)
+    negative_extra: Optional[dict] = None   # the negative's conditioning dict (HiDream's Llama states): the model-wide
+                                            # one's, or a prompt's rows of the steered latents
 
 
 class NegativeRows:
