@@ -418,8 +418,7 @@ def wallclock_for(family: str, alpha: float, reps: int, warmup: int):
 # ------------------------------------------------------------------------------------------------------------
 
 
-def pct(a, b):
-    return 100.0 * a / b
+pct = benchlib.pct
 
 
 def table(meta, flops, clocks):
@@ -434,14 +433,9 @@ def table(meta, flops, clocks):
                 "blocks with each step's time embedding (nothing cached: its cached floor is the first call's). "
                 "Kandinsky 5's embedder is text_embeddings + its text blocks; LTX-2's steered layers are each "
                 "block's attn2 (video) and audio_attn2 (audio), its embedder both caption projections.", "",
-                "| model, workload | one call | NASA, first call | floor | overhead / floor | NASA, later calls | "
-                "floor, cached | overhead / that | CFG |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in flops:
-            b = r["base"]
-            out.append(f"| {r['family']}, {describe(r)} | {b / 1e12:.3f} TFLOP | +{pct(r['overhead_first'], b):.2f}% | "
-                       f"+{pct(r['floor'], b):.2f}% | {r['overhead_first'] / r['floor']:.3f}x | "
-                       f"+{pct(r['overhead_later'], b):.2f}% | +{pct(r['floor_cached'], b):.2f}% | "
-                       f"{r['overhead_later'] / r['floor_cached']:.3f}x | +{pct(r['cfg'] - b, b):.0f}% |")
+                "| model, workload " + benchlib.FLOPS_COLUMNS.format(cached="floor, cached"),
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += [benchlib.flops_row(f"{r['family']}, {describe(r)}", r) for r in flops]
         out += ["", "FlopCounterMode counts no elementwise op, so the measured overheads miss the floor's subtraction "
                 "(n_query x width per block, under 0.01% of a call).", ""]
     if clocks:

@@ -48,8 +48,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchlib import (count_flops, count_ops, cpu_peak_bytes, cuda_peak_bytes, denoiser_call,  # noqa: E402
-                      load_average, mib, nasa_run_of, op_diff, pct, run_metadata, setup_runtime)
+from benchlib import (FLOPS_COLUMNS, count_flops, count_ops, cpu_peak_bytes, cuda_peak_bytes,  # noqa: E402
+                      denoiser_call, flops_row, load_average, mib, nasa_run_of, op_diff, pct, run_metadata,
+                      setup_runtime)
 
 # Model name -> what ComfyUI's detector needs to recognise it, the resolution the floor is quoted at,
 # ComfyUI's config class name, and the numbers of shared/notes/targets.md (base TFLOP, floor TFLOP, floor %).
@@ -522,15 +523,9 @@ def markdown(meta, flops, clocks):
                 "(`apply_nasa` -> `model_function_wrapper` -> `attn2` replace patches). The floor is the least work "
                 "NASA must add, from the layer shapes: the negative through each layer's W_k and W_v, one more "
                 "softmax(QK^T)V per layer, and the subtraction. Later calls reuse the cached negative K/V.", "",
-                "| model, resolution | one call | NASA, first call | floor | overhead / floor | NASA, later calls | "
-                "floor without the projection | overhead / that | CFG |",
+                "| model, resolution " + FLOPS_COLUMNS.format(cached="floor without the projection"),
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in flops:
-            b = r["base"]
-            out.append(f"| {r['model']}, {r['resolution']} px | {b / 1e12:.3f} TFLOP | +{pct(r['overhead_first'], b):.2f}% | "
-                       f"+{pct(r['floor'], b):.2f}% | {r['overhead_first'] / r['floor']:.3f}x | "
-                       f"+{pct(r['overhead_later'], b):.2f}% | +{pct(r['floor_cached'], b):.2f}% | "
-                       f"{r['overhead_later'] / r['floor_cached']:.3f}x | +{pct(r['cfg'] - b, b):.0f}% |")
+        out += [flops_row(f"{r['model']}, {r['resolution']} px", r) for r in flops]
         out += ["", "FlopCounterMode sees no elementwise op, so the overheads above miss the subtraction the floor "
                 "includes (<0.002% of a call); against the floor's matmul part the ratio is 1.000x for every model."]
         out.append("")

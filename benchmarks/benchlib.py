@@ -166,6 +166,19 @@ def pct(a, b):
     return 100.0 * a / b
 
 
+FLOPS_COLUMNS = ("| one call | NASA, first call | floor | overhead / floor | NASA, later calls | {cached} | overhead / that | "
+                 "CFG |")
+
+
+def flops_row(label: str, r: dict) -> str:
+    """One markdown row of a FLOP table: ``r`` has base, overhead_first, floor, overhead_later, floor_cached, cfg."""
+    b = r["base"]
+    return (f"| {label} | {b / 1e12:.3f} TFLOP | +{pct(r['overhead_first'], b):.2f}% | +{pct(r['floor'], b):.2f}% | "
+            f"{r['overhead_first'] / r['floor']:.3f}x | +{pct(r['overhead_later'], b):.2f}% | "
+            f"+{pct(r['floor_cached'], b):.2f}% | {r['overhead_later'] / r['floor_cached']:.3f}x | "
+            f"+{pct(r['cfg'] - b, b):.0f}% |")
+
+
 def mib(b):
     return b / 2 ** 20
 
