@@ -68,6 +68,38 @@ def test_resume_continues_bit_for_bit(tmp_path, arch):
     assert all(torch.equal(straight.ema_unet[k], resumed.ema_unet[k]) for k in straight.ema_unet)
 
 
+def test_a_run_carried_to_another_machine_resumes_bit_for_bit(tmp_path):
+    """scripts/training_handoff.sh: a run saved into the kept folder (what is committed), its runs/ folder lost with
+    the machine, restored elsewhere and resumed, continues exactly as if never stopped; a run with no checkpoint is
+    refused."""
+    import os
+    import shutil
+    import subprocess
+    script = ROOT / "scripts" / "training_handoff.sh"
+    env = dict(os.environ, NASA_RUNS_DIR=str(tmp_path / "runs"), NASA_TRAINING_DIR=str(tmp_path / "kept"))
+    straight = WorldTrainer(tiny(tmp_path / "straight"))
+    for _ in range(3):
+        straight.train_step()
+    first = WorldTrainer(tiny(tmp_path / "runs" / "r"))
+    for _ in range(2):
+        first.train_step()
+    first.save()
+    (tmp_path / "runs" / "r" / "loss.csv").write_text("step,loss\n1,0.5\n2,0.4\n")
+    del first
+    subprocess.run(["bash", str(script), "save", "r"], env=env, check=True, capture_output=True)
+    shutil.rmtree(tmp_path / "runs")  # the machine is gone
+    subprocess.run(["bash", str(script), "restore", "r"], env=env, check=True, capture_output=True)
+    assert (tmp_path / "runs" / "r" / "loss.csv").read_text().endswith("2,0.4\n")
+    resumed = WorldTrainer(tiny(tmp_path / "runs" / "r"))
+    resumed.load(tmp_path / "runs" / "r" / "checkpoint.pt")
+    resumed.train_step()
+    sa, sb = straight.unet.state_dict(), resumed.unet.state_dict()
+    assert resumed.step == 3 and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(straight.ema_unet[k], resumed.ema_unet[k]) for k in straight.ema_unet)
+    missing = subprocess.run(["bash", str(script), "save", "nothing"], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "no checkpoint at" in missing.stderr
+
+
 def test_corrupt_and_mismatched_checkpoints_are_clear_errors(tmp_path):
     trainer = WorldTrainer(tiny(tmp_path))
     trainer.save()
