@@ -267,7 +267,7 @@ def check_per_prompt_equals_model_wide(model, sample, cond, neg):
 def check_negative_conditioning_alone(model, sample, cond, neg):
     """NASA Negative Conditioning on the unpatched MODEL of an object-patch family: its hook puts NASA's object patches
     into the live model for the prompt's calls only, so it gives what Apply NASA Model Patch gives and leaves the live
-    modules as they were; with the patch too, the prompt's negative is applied once. Before conditioning hooks
+    modules as they were; with the patch too, the prompt's negative is applied once; under CFG too. Before conditioning hooks
     (v0.3.10) it is ignored (the console says so: tests/test_release_compat.py)."""
     from comfyui_nasa.nasa_core.adapters import prompt_hook
     from comfyui_nasa.nodes.nasa_nodes import ApplyNASAModelPatch, NASANegativeConditioning
@@ -285,6 +285,16 @@ def check_negative_conditioning_alone(model, sample, cond, neg):
     assert (alone - sample(model, pos, steps=2)).abs().max() > 1e-3
     enabled, = ApplyNASAModelPatch().patch(model, 0.7)
     torch.testing.assert_close(sample(enabled, carried, steps=2), alone, atol=1e-5, rtol=1e-5)
+    # Under CFG a hooked prompt runs as its own call beside the plain uncond (ComfyUI batches only equal hooks), so
+    # alone is exactly what the patch does to the same hooked prompt; the model-wide patch batches cond and uncond,
+    # equal up to float order
+    uncond = cond(9)
+    alone_cfg = sample(model, carried, steps=2, negative=uncond, cfg=3.0)
+    assert torch.equal(alone_cfg, sample(enabled, carried, steps=2, negative=uncond, cfg=3.0))
+    plain_cfg = sample(model, pos, steps=2, negative=uncond, cfg=3.0)
+    torch.testing.assert_close(alone_cfg, sample(patched, pos, steps=2, negative=uncond, cfg=3.0),
+                               atol=1e-5 * plain_cfg.abs().max().item(), rtol=1e-4)
+    assert (alone_cfg - plain_cfg).abs().max() > 1e-3 * plain_cfg.abs().max()
 
 
 def check_cfg_leaves_uncond_alone(model, sample, cond, neg, patch=None):

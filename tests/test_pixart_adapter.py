@@ -79,6 +79,12 @@ def test_per_prompt_negative_equals_model_wide_negative(model):
     dk.check_per_prompt_equals_model_wide(model, sample, cond, neg)
 
 
+def test_negative_conditioning_alone_equals_the_model_patch(model):
+    """PixArt's blocks get no per-prompt options: NASA Negative Conditioning alone puts its object patches into the live
+    model for its prompt's calls and publishes the call's state, so it gives what the patch gives."""
+    dk.check_negative_conditioning_alone(model, sample, cond, neg)
+
+
 def test_cfg_leaves_the_uncond_branch_alone(model):
     dk.check_cfg_leaves_uncond_alone(model, sample, cond, neg)
 
