@@ -100,6 +100,18 @@ def test_a_run_carried_to_another_machine_resumes_bit_for_bit(tmp_path):
     assert missing.returncode != 0 and "no checkpoint at" in missing.stderr
 
 
+def test_a_resumed_log_drops_the_steps_after_the_checkpoint(tmp_path):
+    """A run killed after its checkpoint at step 2 had logged step 3; resumed, its loss.csv keeps steps 1-2 only (step
+    3 is run and logged again)."""
+    from comfyui_nasa.nasa_core.world_model.train import trim_log
+    log = tmp_path / "loss.csv"
+    log.write_text("step,loss,lr,seconds\n1,0.9,1e-4,1.0\n2,0.8,2e-4,2.0\n3,0.7,3e-4,3.0\n")
+    trim_log(log, 2)
+    assert log.read_text() == "step,loss,lr,seconds\n1,0.9,1e-4,1.0\n2,0.8,2e-4,2.0\n"
+    trim_log(log, 2)  # nothing past the step: unchanged
+    assert log.read_text().count("\n") == 3
+
+
 def test_corrupt_and_mismatched_checkpoints_are_clear_errors(tmp_path):
     trainer = WorldTrainer(tiny(tmp_path))
     trainer.save()

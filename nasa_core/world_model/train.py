@@ -271,6 +271,17 @@ class WorldTrainer:
         save_grid(images, path, columns=4)
 
 
+def trim_log(path: Path, step: int):
+    """Drop the rows of ``loss.csv`` past ``step``: a run killed after its last checkpoint logged steps that its resume
+    runs again (and logs again)."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".csv.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+
+
 def main(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(prog="python -m nasa_core.world_model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,6 +317,8 @@ def main(argv: Optional[List[str]] = None):
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     log_path = out / "loss.csv"
     new_log = not log_path.exists() or trainer.step == 0
+    if not new_log:
+        trim_log(log_path, trainer.step)
     with open(log_path, "w" if new_log else "a", newline="") as f:
         writer = csv.writer(f)
         if new_log:
