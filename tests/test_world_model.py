@@ -270,6 +270,43 @@ def test_lognormal_timesteps_put_half_the_draws_below_sigma_03(tmp_path, arch):
         TrainConfig(timesteps="cosine").check()
 
 
+@pytest.mark.parametrize("arch", ["unet", "flux"])
+def test_mixed_timesteps_draw_each_row_one_way_or_the_other(tmp_path, arch):
+    """--timesteps mixed: each row lognormal or uniform at even odds, so about half the rows reach the top of the
+    schedule where lognormal alone rarely goes; the lognormal and uniform runs draw exactly as before."""
+    mixed = WorldTrainer(tiny(tmp_path / "m", arch=arch, timesteps="mixed"))
+    lognormal = WorldTrainer(tiny(tmp_path / "l", arch=arch, timesteps="lognormal"))
+    t_mixed, t_log = (torch.cat([trainer.batch(step)[2] for step in range(150)]).double() for trainer in (mixed, lognormal))
+    top = len(mixed.alphas_cumprod) - 1 if arch == "unet" else 1.0  # the UNet's index grows with sigma, as Flux's u
+    high_mixed, high_log = float((t_mixed >= 0.75 * top).double().mean()), float((t_log >= 0.75 * top).double().mean())
+    assert high_mixed > high_log + 0.05, (high_mixed, high_log)
+    assert mixed.train_step() > 0
+
+
+def test_a_fork_changes_the_timesteps_at_equal_steps(tmp_path):
+    """--fork-from: OUT starts from another run's checkpoint (its step, weights, EMA and optimiser) with other
+    timesteps; another setting changed is still refused, and the fork then resumes from its own checkpoint."""
+    from comfyui_nasa.nasa_core.world_model.train import main
+    source = WorldTrainer(tiny(tmp_path / "src", timesteps="lognormal"))
+    source.train_step()
+    source.train_step()
+    source.save()
+    import dataclasses
+    args = ["--fork-from", str(tmp_path / "src" / "checkpoint.pt")]
+    for field in dataclasses.fields(TrainConfig):  # the source's settings, but OUT and the timesteps
+        value = {"out": str(tmp_path / "fork"), "timesteps": "mixed"}.get(field.name, getattr(source.cfg, field.name))
+        args += ["--" + field.name.replace("_", "-"), str(value)]
+    main(args)
+    config = json.loads((tmp_path / "fork" / "config.json").read_text())
+    assert config["timesteps"] == "mixed" and config["forked_from"]["step"] == 2
+    forked = WorldTrainer(tiny(tmp_path / "fork", timesteps="mixed"))
+    forked.load(tmp_path / "fork" / "checkpoint.pt")
+    assert forked.step == 3
+    with pytest.raises(ValueError, match="other settings"):
+        WorldTrainer(tiny(tmp_path / "y", timesteps="mixed", lr=1e-3)).load(tmp_path / "src" / "checkpoint.pt",
+                                                                                 may_differ=("timesteps",))
+
+
 def test_world_ablations_read_a_training_checkpoint_at_tiny_n(tmp_path):
     """benchmarks/world_ablations.py on a trainer's checkpoint.pt (live weights): samples read at tiny n, the
     one-call denoising errors with the share of the noise left, the linear-filter floor, the labelled grid."""

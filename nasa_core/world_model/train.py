@@ -35,7 +35,9 @@ LATENT_NORMS = ("none", "channel")
 # How training noise levels are drawn. "uniform": uniform over the model's timesteps (DDPM's habit; with
 # ComfyUI's discrete schedule under 10% of draws have sigma < 0.3, where the edges and the last of the noise
 # are settled). "lognormal": EDM's ln(sigma) ~ N(-1.2, 1.2^2) (Karras et al. 2022), half the draws below 0.3.
-TIMESTEP_DISTS = ("uniform", "lognormal")
+# "mixed": each row one or the other, at even odds (lognormal alone leaves few draws above sigma 2, where the
+# composition is decided: docs/world_ablations.md).
+TIMESTEP_DISTS = ("uniform", "lognormal", "mixed")
 LOGNORMAL_MEAN, LOGNORMAL_STD = -1.2, 1.2
 
 
@@ -159,12 +161,15 @@ class WorldTrainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        if self.cfg.timesteps == "lognormal":
-            t = self.timesteps_of(torch.exp(LOGNORMAL_MEAN + LOGNORMAL_STD * torch.randn(len(captions), generator=g)))
-        elif self.cfg.arch == "flux":
-            t = torch.rand(len(captions), generator=g)  # spread over the timestep range by flux_world.v_loss
-        else:
-            t = torch.randint(0, len(self.alphas_cumprod), (len(captions),), generator=g)
+        n = len(captions)
+        if self.cfg.timesteps in ("lognormal", "mixed"):
+            t = self.timesteps_of(torch.exp(LOGNORMAL_MEAN + LOGNORMAL_STD * torch.randn(n, generator=g)))
+        if self.cfg.timesteps in ("uniform", "mixed"):
+            if self.cfg.arch == "flux":
+                uniform = torch.rand(n, generator=g)  # spread over the timestep range by flux_world.v_loss
+            else:
+                uniform = torch.randint(0, len(self.alphas_cumprod), (n,), generator=g)
+            t = uniform if self.cfg.timesteps == "uniform" else torch.where(torch.rand(n, generator=g) < 0.5, t, uniform)
         noise = torch.randn(images.shape[0], self.wm.LATENT_CHANNELS, images.shape[2] // self.wm.FOLD,
                             images.shape[3] // self.wm.FOLD, generator=g)
         return self.base.latent_format.process_in(self.wm.to_latent(images)), captions, t, noise
@@ -230,7 +235,8 @@ class WorldTrainer:
         torch.save(self.state(), tmp)
         os.replace(tmp, out / "checkpoint.pt")
 
-    def load(self, path: Path):
+    def load(self, path: Path, may_differ=()):
+        """Continue from a checkpoint of this run; ``may_differ``: config keys a fork may change (``--fork-from``)."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated or foreign file
@@ -238,7 +244,8 @@ class WorldTrainer:
         for key in ("unet", "encoder", "ema_unet", "ema_text", "opt", "step", "config"):
             if key not in state:
                 raise ValueError(f"{path} is not a world-teacher checkpoint (no '{key}')")
-        saved = {k: v for k, v in state["config"].items() if k not in ("steps", "out", "ckpt_every", "sample_every", "threads")}
+        saved = {k: v for k, v in state["config"].items()
+                 if k not in ("steps", "out", "ckpt_every", "sample_every", "threads") + tuple(may_differ)}
         mine = {k: v for k, v in dataclasses.asdict(self.cfg).items() if k in saved}
         if saved != mine:
             diff = {k: (saved[k], mine[k]) for k in saved if saved[k] != mine[k]}
@@ -296,6 +303,9 @@ def main(argv: Optional[List[str]] = None):
                    help="stop (with a checkpoint) at this step of the --steps-long schedule: a session's share of a "
                         "long run; --resume continues it exactly")
     p.add_argument("--export", default=None, help="write the EMA weights as a ComfyUI-loadable safetensors file and stop")
+    p.add_argument("--fork-from", default=None,
+                   help="start OUT from another run's checkpoint (its step, weights, EMA and optimiser) with another "
+                        "--timesteps: an A/B at equal steps; recorded in OUT/config.json")
     args = p.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
@@ -305,7 +315,11 @@ def main(argv: Optional[List[str]] = None):
     trainer = WorldTrainer(cfg)
     out = Path(cfg.out)
     ckpt = out / "checkpoint.pt"
-    if args.resume or args.export:
+    forked = None
+    if args.fork_from and not ckpt.exists():  # once: afterwards OUT resumes from its own checkpoint
+        trainer.load(Path(args.fork_from), may_differ=("timesteps",))
+        forked = {"path": args.fork_from, "step": trainer.step}
+    elif args.resume or args.export or args.fork_from:
         if not ckpt.exists():
             raise SystemExit(f"no checkpoint at {ckpt} to resume from")
         trainer.load(ckpt)
@@ -314,7 +328,10 @@ def main(argv: Optional[List[str]] = None):
         print(f"exported step {trainer.step} EMA weights to {args.export}")
         return
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    previous = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    forked = forked or previous.get("forked_from")
+    (out / "config.json").write_text(json.dumps(dict(dataclasses.asdict(cfg), **({"forked_from": forked} if forked else {})),
+                                                indent=2))
     log_path = out / "loss.csv"
     new_log = not log_path.exists() or trainer.step == 0
     if not new_log:
