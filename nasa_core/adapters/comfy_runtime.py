@@ -153,8 +153,7 @@ def attach_prompt_negative(positive: list, negative: Optional[torch.Tensor], alp
                            extra: Optional[dict] = None) -> list:
     """Return a copy of a CONDITIONING list whose every entry carries ``negative`` at scale ``alpha`` (with the
     ``attention_mask``, ``pooled_output`` and ``conditioning_llama3`` of ``extra``, the negative CONDITIONING's
-    dict). Alpha 0 or no negative
-    (None) turns NASA off for these prompts, also over a model-wide negative."""
+    dict). Alpha 0 or no negative (None) turns NASA off for these prompts, also over a model-wide negative."""
     alpha = check_alpha(alpha)
     off = negative is None or alpha == 0.0
     if negative is None:

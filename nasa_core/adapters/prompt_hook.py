@@ -117,14 +117,9 @@ class PromptNASAWrapper:
             kwargs = {k: v for k, v in kwargs.items() if k not in PROMPT_KEYS}
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         run, replace, objects, wrappers = self.installation(patcher)
-        to = dict(transformer_options)
-        to["patches_replace"] = {**to.get("patches_replace", {})}
-        for kind, patches in replace.items():
-            to["patches_replace"][kind] = {**to["patches_replace"].get(kind, {}), **patches}
+        to = dict(transformer_options, patches_replace=_merged(transformer_options, "patches_replace", replace))
         if wrappers:
-            to["wrappers"] = {**to.get("wrappers", {})}
-            for kind, keyed in wrappers.items():
-                to["wrappers"][kind] = {**to["wrappers"].get(kind, {}), **keyed}
+            to["wrappers"] = _merged(transformer_options, "wrappers", wrappers)
         c = dict(kwargs, c_concat=c_concat, c_crossattn=c_crossattn, control=control, transformer_options=to)
         args = {"input": x, "timestep": t, "c": c, "cond_or_uncond": to.get("cond_or_uncond", [0])}
         if not objects:
@@ -132,6 +127,15 @@ class PromptNASAWrapper:
         from .dit_crossattn import StatePublisher
         with object_patches_in_place(base_model, objects):
             return run(_ExecutorAsApplyModel(executor, base_model, StatePublisher(run.state_key)), args)
+
+
+def _merged(options: dict, key: str, additions: dict) -> dict:
+    """``options[key]`` (a dict of dicts: slot kind or wrapper type -> entries) with ``additions`` merged in, as a
+    copy: the call's own options are not changed."""
+    merged = dict(options.get(key, {}))
+    for kind, entries in additions.items():
+        merged[kind] = {**merged.get(kind, {}), **entries}
+    return merged
 
 
 def _nasa_inner_wrappers(clone) -> dict:
