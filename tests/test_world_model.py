@@ -302,6 +302,11 @@ def test_a_fork_changes_the_timesteps_at_equal_steps(tmp_path):
     forked = WorldTrainer(tiny(tmp_path / "fork", timesteps="mixed"))
     forked.load(tmp_path / "fork" / "checkpoint.pt")
     assert forked.step == 3
+    longer = list(args)
+    longer[longer.index("--steps") + 1] = "4"
+    main(longer)  # resumed one step longer: from its own checkpoint, still a fork
+    assert json.loads((tmp_path / "fork" / "config.json").read_text())["forked_from"]["step"] == 2
+    assert (tmp_path / "fork" / "loss.csv").read_text().splitlines()[-1].startswith("4,")
     with pytest.raises(ValueError, match="other settings"):
         WorldTrainer(tiny(tmp_path / "y", timesteps="mixed", lr=1e-3)).load(tmp_path / "src" / "checkpoint.pt",
                                                                                  may_differ=("timesteps",))

@@ -282,7 +282,8 @@ def trim_log(path: Path, step: int):
     """Drop the rows of ``loss.csv`` past ``step``: a run killed after its last checkpoint logged steps that its resume
     runs again (and logs again)."""
     lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= step]
+    steps = [line.split(",", 1)[0] for line in lines[1:]]
+    kept = lines[:1] + [line for line, n in zip(lines[1:], steps) if n.isdigit() and int(n) <= step]
     if len(kept) != len(lines):
         tmp = path.with_suffix(".csv.tmp")
         tmp.write_text("".join(kept))
@@ -328,8 +329,8 @@ def main(argv: Optional[List[str]] = None):
         print(f"exported step {trainer.step} EMA weights to {args.export}")
         return
     out.mkdir(parents=True, exist_ok=True)
-    previous = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
-    forked = forked or previous.get("forked_from")
+    if forked is None and trainer.step > 0 and (out / "config.json").exists():  # a fork resumed: still a fork
+        forked = json.loads((out / "config.json").read_text()).get("forked_from")
     (out / "config.json").write_text(json.dumps(dict(dataclasses.asdict(cfg), **({"forked_from": forked} if forked else {})),
                                                 indent=2))
     log_path = out / "loss.csv"
