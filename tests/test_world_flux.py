@@ -92,6 +92,64 @@ def test_training_loss_is_what_comfy_denoises_with():
                           x0, atol=1e-4)
 
 
+def test_x0_prediction_model_denoises_to_its_output_and_survives_export(tmp_path):
+    """--prediction x0: ComfyUI's denoised is the network's output itself, the input is scaled as for v, the
+    loss of the true x0 is 0 and its weight is the v loss's (checked against v_loss on a v model whose output
+    is off by the same x0 error), and the exported file loads back as an x0 model; v files stay v."""
+    import math
+    import comfy.model_sampling
+    model = flux_world.build_flux_model(seed=0, prediction="x0")
+    sampling = model.model_sampling
+    assert isinstance(sampling, flux_world.X0ContinuousV)
+    assert isinstance(sampling, comfy.model_sampling.ModelSamplingContinuousV)
+    x0 = wm.to_latent(world.sample_batch(0, 4)[0])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    u = torch.tensor([0.0, 0.3, 0.7, 0.999])
+    context = torch.randn(4, flux_world.TEXT_TOKENS, wm.TEXT_WIDTH)
+    err = 0.01 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    sd = flux_world.SIGMA_DATA
+
+    class X0Oracle(torch.nn.Module):
+        def forward(self, x, t, context, y, guidance):
+            return x0 + err
+
+    class VOracle(torch.nn.Module):  # the v output whose ComfyUI denoised is x0 + err
+        def forward(self, x, t, context, y, guidance):
+            sigma = torch.tan(t * math.pi / 2).view(-1, 1, 1, 1)
+            x_sigma = x * (sigma ** 2 + sd ** 2).sqrt()
+            return (x_sigma * sd ** 2 / (sigma ** 2 + sd ** 2) - (x0 + err)) * (sigma ** 2 + sd ** 2).sqrt() / (sigma * sd)
+
+    class Exact(X0Oracle):
+        def forward(self, x, t, context, y, guidance):
+            return x0
+
+    assert flux_world.x0_loss(Exact(), x0, context, u, noise) == 0
+    above_cap = torch.tensor([0.2, 0.5, 0.7, 0.9])  # sigma above X0_WEIGHT_SIGMA: the same loss as v's
+    assert torch.allclose(flux_world.x0_loss(X0Oracle(), x0, context, above_cap, noise),
+                          flux_world.v_loss(VOracle(), x0, context, above_cap, noise), rtol=1e-3)
+    sigma = torch.tensor([0.05, 1.0, 10.0, 70.0])
+    noisy = x0 + sigma.view(-1, 1, 1, 1) * noise
+    assert torch.equal(sampling.calculate_denoised(sigma, x0 + err, noisy), x0 + err)
+    assert torch.allclose(sampling.calculate_input(sigma, noisy), noisy / (sigma.view(-1, 1, 1, 1) ** 2 + sd ** 2).sqrt())
+
+    trainer = WorldTrainer(tiny(tmp_path, prediction="x0"))
+    trainer.train_step()
+    path = tmp_path / "x0.safetensors"
+    trainer.export(str(path))
+    assert wm.checkpoint_metadata(str(path))["prediction"] == "x0"
+    loaded, clip, _ = wm.load_world_checkpoint(str(path))
+    assert isinstance(loaded.model.model_sampling, flux_world.X0ContinuousV)
+    latents = sample_latents(loaded, encode(clip, "a red circle"), encode(clip, ""), 2, 3.0, 0, 2)
+    assert torch.isfinite(latents).all()
+    if BUNDLED_FLUX.exists():  # written before x0 existed: no entry, a v model
+        assert "prediction" not in wm.checkpoint_metadata(str(BUNDLED_FLUX))
+        assert not isinstance(wm.load_world_checkpoint(str(BUNDLED_FLUX))[0].model.model_sampling, flux_world.X0ContinuousV)
+    with pytest.raises(ValueError, match="x0' with --arch flux"):
+        TrainConfig(out=str(tmp_path), prediction="x0").check()
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        flux_world.build_flux_model(prediction="eps")
+
+
 def test_cli_arch_flux_trains_two_steps_and_resumes(tmp_path):
     argv = ["--arch", "flux", "--out", str(tmp_path), "--batch", "2", "--seed", "1", "--threads", "1",
             "--warmup", "1", "--ckpt-every", "1", "--sample-every", "0"]

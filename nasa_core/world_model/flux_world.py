@@ -23,6 +23,12 @@ same fixed block-DCT latent (48 channels, 8x8) and the same small text encoder a
   is a few s, and the noise it leaves in ComfyUI's denoised estimate when the model cannot produce the
   noise part is about s^2 / sigma of it (0.027 at sigma 2.3). No guidance embedding (schnell-style): CFG,
   when wanted, is ComfyUI's.
+* ``prediction="x0"`` (new runs, ``--prediction x0``): the network's output is the denoised latent itself
+  (``X0ContinuousV``: ComfyUI's ModelSamplingContinuousV with x0 as the model output), trained with the v
+  loss's weighting. Why: below sigma ~ s every v (or eps, or flow) target is mostly the noise, and a 128-wide
+  token cannot carry the 192 noise values of its patch, so the v model leaves the noise in: at step 12,000 it
+  removes almost none of it at sigma 0.05 (docs/world_ablations.md). x0 is flat shapes, which a token can carry.
+  The same argument as Li and He, "Back to Basics: Let Denoising Generative Models Denoise" (JiT, 2025).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from torch import nn
 
 import comfy.ldm.flux.model
 import comfy.model_base
+import comfy.model_sampling
 import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
@@ -77,6 +84,17 @@ class WorldFluxTokenizer(comfy.sd1_clip.SDTokenizer):
 
 
 SIGMA_MIN, SIGMA_MAX, SIGMA_DATA = 0.002, 80.0, 0.25
+PREDICTIONS = ("v", "x0")
+X0_WEIGHT_SIGMA = 0.01  # x0 loss: the v loss's weight, capped at its value here (sigma_min would weigh 25x more)
+
+
+class X0ContinuousV(comfy.model_sampling.ModelSamplingContinuousV, comfy.model_sampling.EPS):
+    """ComfyUI's continuous-time schedule and input scaling (ModelSamplingContinuousV, EPS's calculate_input
+    x / sqrt(sigma^2 + s^2)) with the model's output taken as the denoised latent. The releases before late
+    2025 have no x0 model type of their own; this is that, on every release."""
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        return model_output
 
 
 class NASAWorldFlux(comfy.supported_models.FluxSchnell):
@@ -90,8 +108,13 @@ class NASAWorldFlux(comfy.supported_models.FluxSchnell):
     memory_usage_factor = 1.0
     supported_inference_dtypes = [torch.float32]
 
+    prediction = "v"  # or "x0" (build_flux_model)
+
     def get_model(self, state_dict={}, prefix="", device=None):
-        return comfy.model_base.Flux(self, model_type=comfy.model_base.ModelType.V_PREDICTION_CONTINUOUS, device=device)
+        model = comfy.model_base.Flux(self, model_type=comfy.model_base.ModelType.V_PREDICTION_CONTINUOUS, device=device)
+        if self.prediction == "x0":
+            model.model_sampling = X0ContinuousV(self)
+        return model
 
     def inpaint_model(self):
         return False
@@ -100,11 +123,15 @@ class NASAWorldFlux(comfy.supported_models.FluxSchnell):
         return comfy.supported_models_base.ClipTarget(WorldFluxTokenizer, wm.WorldClipModel)
 
 
-def build_flux_model(seed: Optional[int] = None, arch: Optional[Dict] = None, latent_std=None):
+def build_flux_model(seed: Optional[int] = None, arch: Optional[Dict] = None, latent_std=None, prediction: str = "v"):
     """A fresh ComfyUI ``model_base.Flux`` (``ldm.flux.model.Flux`` inside) with the world config; random
-    init when seeded. ``latent_std``: per-channel latent scale (see model.BlockDCT)."""
+    init when seeded. ``latent_std``: per-channel latent scale (see model.BlockDCT); ``prediction``: what the
+    network outputs, "v" or "x0" (the module docstring)."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, not {prediction!r}")
     config = NASAWorldFlux(unet_config(arch))
     config.latent_format = wm.BlockDCT(latent_std)
+    config.prediction = prediction
     model = config.get_model({})
     if seed is not None:
         init_flux(model.diffusion_model, seed)
@@ -129,19 +156,38 @@ def init_flux(flux: nn.Module, seed: int):
                 nn.init.zeros_(m.bias)
 
 
-def v_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, u: torch.Tensor,
-           noise: torch.Tensor) -> torch.Tensor:
-    """v-prediction loss with ``u`` in [0, 1) spread uniformly over the model's timestep range (the spacing
-    ComfyUI's "normal" scheduler samples at). The model is called the way ``BaseModel.apply_model`` calls it
-    under ComfyUI's V_PREDICTION with ModelSamplingContinuousV (sigma_data s): input x / sqrt(sigma^2 + s^2),
-    timestep atan(sigma) * 2 / pi, y = the pooled text; its output must make ComfyUI's denoised equal x0."""
+def _noised_call(flux: nn.Module, x0, context, u, noise):
+    """The network's output at ``u`` in [0, 1) spread uniformly over the model's timestep range (the spacing
+    ComfyUI's "normal" scheduler samples at), called the way ``BaseModel.apply_model`` calls it with
+    ModelSamplingContinuousV (sigma_data s): input x / sqrt(sigma^2 + s^2), timestep atan(sigma) * 2 / pi,
+    y = the pooled text. Returns (output, sigma, 1 / sqrt(sigma^2 + s^2))."""
     t_min, t_max = (math.atan(v) * 2 / math.pi for v in (SIGMA_MIN, SIGMA_MAX))
     t = t_min + u * (t_max - t_min)
     sigma = torch.tan(t * math.pi / 2).view(-1, 1, 1, 1)
+    scale = (sigma ** 2 + SIGMA_DATA ** 2).rsqrt()
+    return flux((x0 + sigma * noise) * scale, t, context=context, y=context.mean(dim=1), guidance=None), sigma, scale
+
+
+def v_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, u: torch.Tensor,
+           noise: torch.Tensor) -> torch.Tensor:
+    """v-prediction loss: the output must make ComfyUI's V_PREDICTION denoised equal x0."""
+    pred, sigma, scale = _noised_call(flux, x0, context, u, noise)
     s = SIGMA_DATA
-    scale = (sigma ** 2 + s ** 2).rsqrt()
-    pred = flux((x0 + sigma * noise) * scale, t, context=context, y=context.mean(dim=1), guidance=None)
     return torch.nn.functional.mse_loss(pred, (s * noise - sigma * x0 / s) * scale)
+
+
+def x0_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, u: torch.Tensor,
+            noise: torch.Tensor) -> torch.Tensor:
+    """x0-prediction loss (X0ContinuousV): the output is the denoised latent, its error weighted as the v loss
+    weighs it (v error = x0 error * sqrt(sigma^2 + s^2) / (sigma s)), capped at sigma X0_WEIGHT_SIGMA."""
+    pred, sigma, scale = _noised_call(flux, x0, context, u, noise)
+    sig = sigma.clamp(min=X0_WEIGHT_SIGMA)
+    weight = (sig ** 2 + SIGMA_DATA ** 2).sqrt() / (sig * SIGMA_DATA)
+    return torch.mean(((pred - x0) * weight) ** 2)
+
+
+def loss(prediction: str, flux: nn.Module, x0, context, u, noise) -> torch.Tensor:
+    return (x0_loss if prediction == "x0" else v_loss)(flux, x0, context, u, noise)
 
 
 def u_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
@@ -182,10 +228,10 @@ def enable_rope_backward():
     return True
 
 
-def metadata(arch: Optional[Dict] = None) -> Dict[str, str]:
+def metadata(arch: Optional[Dict] = None, prediction: str = "v") -> Dict[str, str]:
     """What load_world_checkpoint needs to rebuild this model."""
     return {"arch": "flux", "flux_config": json.dumps(dict(FLUX_WORLD_CONFIG if arch is None else arch)),
-            "text_tokens": str(TEXT_TOKENS)}
+            "text_tokens": str(TEXT_TOKENS), "prediction": prediction}
 
 
 def load(sd_model: Dict[str, torch.Tensor], meta: Dict[str, str], path: str, latent_std=None):
@@ -193,7 +239,10 @@ def load(sd_model: Dict[str, torch.Tensor], meta: Dict[str, str], path: str, lat
     arch = json.loads(meta["flux_config"]) if "flux_config" in meta else None
     if int(meta.get("text_tokens", TEXT_TOKENS)) != TEXT_TOKENS:
         raise ValueError(f"{path} was trained with {meta['text_tokens']} text tokens; this code pads to {TEXT_TOKENS}")
-    model = build_flux_model(arch=arch, latent_std=latent_std)
+    prediction = meta.get("prediction", "v")  # files written before x0 runs existed are v-prediction
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"{path} predicts {prediction!r}; this code knows {PREDICTIONS}")
+    model = build_flux_model(arch=arch, latent_std=latent_std, prediction=prediction)
     missing, unexpected = model.diffusion_model.load_state_dict(sd_model, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path} does not match the flux world model: missing {missing[:3]}..., "

@@ -1,6 +1,6 @@
 """Train the bundled world teacher: ComfyUI's UNetModel + the small text encoder, v-prediction on the
 synthetic world (nasa_core.world), on a CPU. ``--arch flux``: the joint-attention world model built from
-ComfyUI's Flux classes instead (flux_world.py), continuous-time v-prediction; the same machinery otherwise.
+ComfyUI's Flux classes instead (flux_world.py), continuous-time v- or x0-prediction (--prediction); the same machinery otherwise.
 
     python -m nasa_core.world_model.train --out runs/world_teacher --steps 6000
     python -m nasa_core.world_model.train --out runs/world_teacher --steps 8000 --resume   # continue
@@ -62,6 +62,7 @@ class TrainConfig:
     latent_norm: str = "none"  # "channel": the model sees each latent channel divided by its std (BlockDCT)
     text_layers: int = 2       # transformer layers of the text encoder
     timesteps: str = "uniform"  # how noise levels are drawn (TIMESTEP_DISTS)
+    prediction: str = "v"      # Flux model only: what its network outputs, "v" or "x0" (flux_world.py)
 
     def check(self):
         if self.arch not in ARCHS:
@@ -74,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"latent_norm must be one of {LATENT_NORMS}, not {self.latent_norm!r}")
         if self.timesteps not in TIMESTEP_DISTS:
             raise ValueError(f"timesteps must be one of {TIMESTEP_DISTS}, not {self.timesteps!r}")
+        if self.prediction not in ("v", "x0") or (self.prediction == "x0" and self.arch != "flux"):
+            raise ValueError(f"prediction must be 'v', or 'x0' with --arch flux, not {self.prediction!r} with {self.arch!r}")
         if self.width < 32 or self.width % 32 or self.text_layers < 0:
             raise ValueError(f"width must be a multiple of 32 (heads of 32), text_layers >= 0: {self}")
 
@@ -129,7 +132,7 @@ class WorldTrainer:
                 self.latent_std = [round(v / flux_world.SIGMA_DATA, 6) for v in self.latent_std]
             flux_world.enable_rope_backward()
             self.tokenizer = flux_world.WorldFluxTokenizer()
-            self.base = flux_world.build_flux_model(seed=cfg.seed, latent_std=self.latent_std)
+            self.base = flux_world.build_flux_model(seed=cfg.seed, latent_std=self.latent_std, prediction=cfg.prediction)
         else:
             self.tokenizer = wm.WorldTokenizer()
             self.base = wm.build_unet_model(seed=cfg.seed, width=cfg.width, latent_std=self.latent_std)
@@ -166,7 +169,7 @@ class WorldTrainer:
             t = self.timesteps_of(torch.exp(LOGNORMAL_MEAN + LOGNORMAL_STD * torch.randn(n, generator=g)))
         if self.cfg.timesteps in ("uniform", "mixed"):
             if self.cfg.arch == "flux":
-                uniform = torch.rand(n, generator=g)  # spread over the timestep range by flux_world.v_loss
+                uniform = torch.rand(n, generator=g)  # spread over the timestep range by flux_world._noised_call
             else:
                 uniform = torch.randint(0, len(self.alphas_cumprod), (n,), generator=g)
             t = uniform if self.cfg.timesteps == "uniform" else torch.where(torch.rand(n, generator=g) < 0.5, t, uniform)
@@ -176,7 +179,7 @@ class WorldTrainer:
 
     def timesteps_of(self, sigma: torch.Tensor) -> torch.Tensor:
         """What ``loss`` takes for these noise levels (clamped to the model's range): the UNet's discrete
-        timestep index, nearest; the Flux model's u in [0, 1] (flux_world.v_loss)."""
+        timestep index, nearest; the Flux model's u in [0, 1] (flux_world._noised_call)."""
         if self.cfg.arch == "flux":
             return self.flux_world.u_of_sigma(sigma)
         t = self.base.model_sampling.timestep(sigma.clamp(self.base.model_sampling.sigma_min,
@@ -186,7 +189,7 @@ class WorldTrainer:
     # -- one step
     def loss(self, x0, captions, t, noise):
         if self.cfg.arch == "flux":
-            return self.flux_world.v_loss(self.unet, x0, self.encoder(self.token_ids(captions)), t, noise)
+            return self.flux_world.loss(self.cfg.prediction, self.unet, x0, self.encoder(self.token_ids(captions)), t, noise)
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         context = self.encoder(self.token_ids(captions))
@@ -261,7 +264,7 @@ class WorldTrainer:
         meta = {"nasa_world_train_config": cfg, "step": str(self.step),
                 "command": "python -m nasa_core.world_model.train " + " ".join(sys.argv[1:])}
         if self.cfg.arch == "flux":
-            meta.update(self.flux_world.metadata())
+            meta.update(self.flux_world.metadata(prediction=self.cfg.prediction))
         if self.latent_std is not None:
             meta["latent_std"] = json.dumps(self.latent_std)
         meta["world"] = self.cfg.world
