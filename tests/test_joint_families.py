@@ -9,7 +9,8 @@ own weights make of the negative. Plain torch (float64) then computes the paper'
     Z_img = softmax(q_img K^T / sqrt d) V  -  alpha * softmax(q_img K_neg^T / sqrt d) V_neg
 
 over the negative's real tokens, and NASA's block 0 (read at the input of the image out-projection) must match it
-to 1e-5 relative error in fp32. The positive text's rows must be bit-identical to the unpatched run's.
+to 1e-5 relative error in fp32. The positive text's rows must equal the unpatched run's to float rounding (the
+block's text linears run over more rows, which some CPUs round differently in the last bit).
 """
 from __future__ import annotations
 
@@ -260,11 +261,13 @@ def check_block0_reference(model, spec, alpha=0.6, pos_tokens=6, neg_tokens=5, n
         nasa, plain_img = img_in_n.double(), img_in_a.double()
     err = (nasa - reference).norm() / reference.norm()
     assert err < 1e-5, f"relative error {err:.2e} against the plain-torch reference"
-    # the positive text's rows: bit-identical attention output and text update
+    # the positive text's rows: its attention output and text update equal to float rounding. The block's text
+    # linears (q/k/v, out-projection, MLP) now run over [positive; negative] rows, and a taller matrix product may
+    # round a last bit differently on some CPUs even on one thread (seen on a Xeon in December 2026)
     text_rows = slice(0, p_len)
-    assert torch.equal(txt_in_n[:, text_rows], txt_in_a[:, text_rows])
+    torch.testing.assert_close(txt_in_n[:, text_rows], txt_in_a[:, text_rows], rtol=1e-5, atol=1e-6)
     txt_index = 0 if len(block_a) == 1 or block_a[0].shape[1] == p_len else 1
-    assert torch.equal(block_n[txt_index][:, :p_len], block_a[txt_index][:, :p_len])
+    torch.testing.assert_close(block_n[txt_index][:, :p_len], block_a[txt_index][:, :p_len], rtol=1e-5, atol=1e-6)
     assert (nasa - plain_img).abs().max() > 1e-4  # NASA did change the image rows
     return nasa, reference
 
