@@ -130,9 +130,9 @@ def run(args):
                                                     "summary": [{"steps": s_, "method": m_,
                                                                  **world.metrics.as_json(v)}
                                                                 for (s_, m_), v in summary.items()]})
-    save_grid(torch.cat(grid_images), out.with_name(out.name + "_grid.png"), columns=args.grid_per_cell * len(methods))
+    save_grid(torch.cat(grid_images), out.with_name(out.stem + "_grid.png"), columns=args.grid_per_cell * len(methods))
     plot(summary, out.with_suffix(".png"))
-    print(f"\nwrote {out.with_suffix('.md')}, .json, .png and {out.name}_grid.png ({seconds:.0f} s)")
+    print(f"\nwrote {out.with_suffix('.md')}, .json, .png and {out.stem}_grid.png ({seconds:.0f} s)")
 
 
 def plot(summary, path):

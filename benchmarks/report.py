@@ -4,9 +4,15 @@ from pathlib import Path
 
 
 def write_report(out, table: str, payload: dict) -> Path:
+    """Write OUT.md and OUT.json; return the .md path (``with_suffix`` on it names the siblings). A dot inside
+    the name is kept (``e1_k1.5`` gives ``e1_k1.5.md`` where ``with_suffix`` on OUT gave ``e1_k1.md``); only a
+    trailing ``.md`` or ``.json`` is dropped."""
     print("\n" + table)
     out = Path(out)
+    if out.suffix in (".md", ".json"):
+        out = out.with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(table + "\n")
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
-    return out
+    md = Path(f"{out}.md")
+    md.write_text(table + "\n")
+    md.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    return md

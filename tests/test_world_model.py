@@ -319,15 +319,15 @@ def test_world_ablations_read_a_training_checkpoint_at_tiny_n(tmp_path):
     trainer = WorldTrainer(tiny(tmp_path / "run", world="v2", latent_norm="channel"))
     trainer.train_step()
     trainer.save()
-    out, grid = tmp_path / "abl", tmp_path / "grid.png"
+    out, grid = tmp_path / "abl_k1.5", tmp_path / "grid.png"  # a dot in the name stays in the report's name
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "world_ablations.py"), "--checkpoints",
                         str(tmp_path / "run" / "checkpoint.pt"), "--n", "2", "--steps", "1", "--denoise",
                         "--linear-bound", "--bound-n", "16", "--grid", str(grid), "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    report = out.with_suffix(".md").read_text()
+    report = (tmp_path / "abl_k1.5.md").read_text()
     assert "run/checkpoint | 1 (live)" in report and "Share of the added noise left" in report
     assert "| v2 | per-channel scale |" in report and grid.exists()
-    payload = json.loads(out.with_suffix(".json").read_text())["rows"]
+    payload = json.loads((tmp_path / "abl_k1.5.json").read_text())["rows"]
     left = [row["denoise"] for row in payload if "denoise" in row][0]
     assert all(0 < v[k] < 50 for v in left.values() for k in ("left_dc", "left_ac", "left_clean_dc", "left_clean_ac"))
