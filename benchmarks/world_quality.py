@@ -27,7 +27,8 @@ from report import write_report  # noqa: E402
 
 REPORT_SEED = 7000  # reported figures
 TUNE_SEED = 100     # ablations, pilots, anything that chooses a setting
-QUALITY_NEGATIVE = "worst quality, low quality, blurry, noisy, washed out, cut off"
+sys.path.insert(0, str(ROOT))
+from nasa_core.world.spec import QUALITY_NEGATIVE  # noqa: E402  (a pure constant, read before ComfyUI is set up)
 
 
 def world_of(checkpoint: str) -> str:
