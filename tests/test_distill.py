@@ -264,6 +264,33 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path):
     assert steps_logged[-1] == 5 and len(set(steps_logged)) == 5
 
 
+def test_a_student_run_carried_to_another_machine_resumes_bit_for_bit(tmp_path):
+    """scripts/training_handoff.sh on a distillation run: saved into the kept folder (checkpoint, run.json,
+    log.csv), its runs/ folder lost with the machine, restored and resumed with a longer --steps, it ends where a
+    run never stopped ends."""
+    import os
+    import shutil
+    common = ["--preset", "world_nasa_t", "--teacher", TEACHER, "--batch", "2", "--micro-batch", "2",
+              "--lora-rank", "2", "--lora-scaling", "4", "--sample-every", "0", "--threads", "1", "--ckpt-every", "1"]
+    straight = cli(*common, "--steps", "3", "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    runs, kept = tmp_path / "runs", tmp_path / "kept"
+    first = cli(*common, "--steps", "2", "--out", str(runs / "s"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    env = dict(os.environ, NASA_RUNS_DIR=str(runs), NASA_TRAINING_DIR=str(kept))
+    script = ROOT / "scripts" / "training_handoff.sh"
+    subprocess.run(["bash", str(script), "save", "s"], env=env, check=True, capture_output=True)
+    assert {p.name for p in (kept / "s").iterdir()} == {"checkpoint.pt", "run.json", "log.csv"}
+    shutil.rmtree(runs)  # the machine is gone
+    subprocess.run(["bash", str(script), "restore", "s"], env=env, check=True, capture_output=True)
+    resumed = cli("--out", str(runs / "s"), "--resume", "--steps", "3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = tensors(tmp_path / "straight" / "student.safetensors"), tensors(runs / "s" / "student.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps_logged = [int(line.split(",")[0]) for line in (runs / "s" / "log.csv").read_text().splitlines()[1:]]
+    assert steps_logged == [1, 2, 3]
+
+
 def test_two_processes_with_gloo_match_one_process_accumulating(tmp_path):
     common = ["--preset", "world_sbv2", "--teacher", TEACHER, "--batch", "4", "--micro-batch", "2",
               "--lora-rank", "2", "--lora-scaling", "4", "--steps", "2", "--ckpt-every", "2", "--sample-every", "0",
