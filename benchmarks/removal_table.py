@@ -11,7 +11,8 @@ shape is never free of the negative nor keeps the positive. Every share with its
 What each method means here (the same model, sampled through comfy.sample as KSampler does):
   none  no negative: cfg 1 at 1 and 4 steps (as one-/few-step models run), cfg KAPPA with an empty
         negative at the full step count (as a multi-step teacher runs)
-  CFG   the negative prompt as CFG's negative, cfg KAPPA (what users try on one-step models)
+  CFG   the negative prompt as CFG's negative, cfg KAPPA (what users try on one-step models); one cell
+        per --cfg-kappas value
   NASA  as none, plus Apply NASA Model Patch with the negative prompt at alpha (one cell per --alphas
         value and per --bounds value; --blocks, --start-percent, --end-percent, --negative-stream go to
         apply_nasa as the Advanced node sends them)
@@ -64,19 +65,22 @@ def run(args):
     nasa_options = {k: v for k, v in (("start_percent", args.start_percent), ("end_percent", args.end_percent),
                                       ("blocks", args.blocks), ("negative_stream", args.negative_stream))
                     if v is not None}
-    methods = [("none", None, None), ("CFG", None, None)] + [("NASA", a, b) for b in bounds for a in alphas]
+    kappas = args.cfg_kappas or [args.kappa]
+    methods = ([("none", None, None)] + [("CFG", k, None) for k in kappas] +
+               [("NASA", a, b) for b in bounds for a in alphas])
     cells = []
     grid_images = []
     jobs = [(p, n, s, m) for p, n in pairs for s in args.steps for m in methods]
     t0 = time.time()
-    for pos_text, neg_text, steps, (method, alpha, bound) in tqdm(jobs, desc="removal table"):
+    for pos_text, neg_text, steps, (method, scale, bound) in tqdm(jobs, desc="removal table"):
+        alpha = scale if method == "NASA" else None  # a method's scale: NASA's alpha, CFG's kappa
         pos, neg = encode(clip, pos_text), encode(clip, neg_text)
         full = steps >= args.full_steps
         base_cfg = args.kappa if full else 1.0
         if method == "none":
             m, negative, cfg = model, empty, base_cfg
         elif method == "CFG":
-            m, negative, cfg = model, neg, args.kappa
+            m, negative, cfg = model, neg, scale
         else:
             extra = dict(nasa_options, **({"bound": bound} if bound is not None else {}))
             m, negative, cfg = apply_nasa(model, neg[0][0], alpha, **extra), empty, base_cfg
@@ -86,6 +90,8 @@ def run(args):
         metrics = world.cell_metrics(reads, world.attributes_of_prompt(pos_text, spec),
                                      world.attributes_of_prompt(neg_text, spec))
         label = method
+        if method == "CFG" and len(kappas) > 1:
+            label = f"CFG {scale:g}"
         if method == "NASA" and (len(alphas) > 1 or len(bounds) > 1):
             label = f"NASA {alpha:g}" + (f" bound {bound:g}" if bound is not None else "")
         cells.append({"positive": pos_text, "negative": neg_text, "steps": steps, "method": label, "cfg": cfg,
@@ -107,7 +113,7 @@ def run(args):
     lines = [f"Removal of the negative's attribute on the world model `{Path(args.checkpoint).name}`"
              f"{' (joint attention, Flux classes)' if arch == 'flux' else ''} (world {spec.name}), "
              f"{args.n} images per prompt pair and cell, {len(pairs)} pairs pooled, {scales}{knobs}, CFG kappa "
-             f"{args.kappa}, sampling seed {args.seed}. A share counts an image only when it shows a shape; "
+             f"{' / '.join(f'{k:g}' for k in kappas)}, sampling seed {args.seed}. A share counts an image only when it shows a shape; "
              "95% Wilson intervals in brackets.",
              "", "| steps | method | " + " | ".join(HEADS) + " | quality score |",
              "|" + " --- |" * (len(HEADS) + 3)]
@@ -125,7 +131,7 @@ def run(args):
                                                     "alpha": args.alpha, "alphas": alphas, "bounds": bounds,
                                                     "nasa_options": {k: sorted(v) if k == "blocks" else v
                                                                      for k, v in nasa_options.items()},
-                                                    "kappa": args.kappa, "n": args.n, "seed": args.seed,
+                                                    "kappa": args.kappa, "cfg_kappas": kappas, "n": args.n, "seed": args.seed,
                                                     "seconds": seconds, "cells": cells,
                                                     "summary": [{"steps": s_, "method": m_,
                                                                  **world.metrics.as_json(v)}
@@ -176,7 +182,9 @@ def main(argv=None):
     p.add_argument("--start-percent", type=float, default=None, help="NASA sigma window start")
     p.add_argument("--end-percent", type=float, default=None, help="NASA sigma window end")
     p.add_argument("--negative-stream", default=None, help="joint-attention adapters: how the negative text advances")
-    p.add_argument("--kappa", type=float, default=3.0, help="CFG scale")
+    p.add_argument("--kappa", type=float, default=3.0, help="CFG scale (also 'none' at the full step count)")
+    p.add_argument("--cfg-kappas", type=float, nargs="+", default=None,
+                   help="one CFG cell per scale, e.g. 1.5 3 (default: --kappa)")
     p.add_argument("--pairs", type=int, default=len(V2_PAIRS), help="use the first N prompt pairs")
     p.add_argument("--seed", type=int, default=7000, help="sampling seed (7000: reporting; 100: tuning)")
     p.add_argument("--world", default=None, help="v1 or v2 (default: the checkpoint's metadata; none: v1)")

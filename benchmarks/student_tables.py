@@ -1,12 +1,15 @@
 """The one-step world students of NASA-T against their teacher: the paper's Table 2 (removal at 1 and 4 steps:
-none / CFG / NASA-I, per student) and a Table-3-style quality row (attribute accuracy of samples vs prompt) for
-teacher, SBv2 student, + NASA-I, NASA-T student, + NASA-I.
+none / CFG / NASA-I, per student), the students' attribute accuracy on prompts naming every attribute (their
+quality bar), and Table 3 (quality): teacher, SBv2 student, + NASA-I, NASA-T student, + NASA-I.
 
-    .venv/bin/python benchmarks/student_tables.py --n 100 --quality-n 200     # the README's figures
+    .venv/bin/python benchmarks/student_tables.py --n 200 --quality-n 200     # the README's figures
 
 Writes benchmarks/results/students_quality.{md,json}, and removal_student_<name>.{md,json,png} per student
 (benchmarks/removal_table.py at 1 and 4 steps). Students run as one-/few-step models do: cfg 1 (CFG cells at
-kappa 3); the teacher at its own 20 steps with CFG 3 (and at 1 step, cfg 1, for reference). The world is the
+each --cfg-kappas); the teacher at its own 20 steps with CFG 3 (and at 1 step, cfg 1, for reference). Table 3
+(world v2, which has quality): prompts naming every attribute but quality, so images come out degraded as the
+world's prior has it; NASA-I (and the teacher's CFG, in its second row) takes the generic quality negative.
+In world v1 (no quality) Table 3's NASA-I rows take a wrong colour and shape instead. The world is the
 teacher's (its metadata); the removal pairs are that world's; seeds: the reporting seed 7000 (--seed).
 Every share with its Wilson 95% interval; a share counts an image only when it shows a shape.
 """
@@ -39,7 +42,8 @@ def main(argv=None):
     p.add_argument("--quality-n", type=int, default=200, help="quality table: prompts")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 1.0], help="NASA-I scales (removal)")
     p.add_argument("--quality-alpha", type=float, default=0.25, help="NASA-I scale in the quality rows")
-    p.add_argument("--pairs", type=int, default=6)
+    p.add_argument("--pairs", type=int, default=8, help="the first N of the world's removal pairs")
+    p.add_argument("--cfg-kappas", type=float, nargs="+", default=[1.5, 3.0], help="removal table: CFG cells")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="removal table: sampling steps of the students")
     p.add_argument("--skip-removal", action="store_true")
     p.add_argument("--seed", type=int, default=world_quality_seed(), help="sampling / prompt seed (reporting: 7000)")
@@ -57,6 +61,7 @@ def main(argv=None):
         for name, path in students.items():
             removal_table.main(["--checkpoint", str(ROOT / path), "--steps", *map(str, args.steps), "--n", str(args.n),
                                 "--pairs", str(args.pairs), "--alphas", *map(str, args.alphas), "--seed", str(args.seed),
+                                "--cfg-kappas", *map(str, args.cfg_kappas),
                                 "--out", str(out / f"removal_student_{name.lower().replace('-', '_')}")])
 
     spec = world.world_spec(world_quality.world_of(str(ROOT / args.teacher)))
@@ -67,19 +72,35 @@ def main(argv=None):
     def ev(model, steps, kappa, **kw):
         return world_quality.evaluate(model, n, steps, kappa, seed, spec=spec, **kw)
 
-    rows = [("teacher", 20, 3.0, ev(teacher, 20, 3.0, progress="teacher 20 steps")),
-            ("teacher", 1, 1.0, ev(teacher, 1, 1.0, progress="teacher 1 step"))]
+    # The students' bar: every attribute named (quality too, in world v2), one step, no negative.
+    named_rows = [("teacher", 20, 3.0, ev(teacher, 20, 3.0, progress="teacher 20 steps")),
+                  ("teacher", 1, 1.0, ev(teacher, 1, 1.0, progress="teacher 1 step"))]
+    named_rows += [(f"{name} student", 1, 1.0, ev(model, 1, 1.0, progress=name)) for name, model in loaded.items()]
+    # Table 3: plain prompts (quality unnamed), the generic quality negative.
+    plain = dict(name_quality=not spec.has_quality)
+    neg = dict(negative=world_quality.QUALITY_NEGATIVE) if spec.has_quality else {}
+    negative_label = "the quality negative" if spec.has_quality else "a wrong colour and shape"
+    table3 = [("teacher", 20, 3.0, ev(teacher, 20, 3.0, progress="T3 teacher", **plain))]
+    if spec.has_quality:
+        table3.append(("teacher, CFG negative: the quality negative", 20, 3.0,
+                       ev(teacher, 20, 3.0, progress="T3 teacher + negative", cfg_negative=world_quality.QUALITY_NEGATIVE,
+                          **plain)))
     for name, model in loaded.items():
-        rows.append((f"{name} student", 1, 1.0, ev(model, 1, 1.0, progress=name)))
-        rows.append((f"{name} student + NASA-I {a:g}", 1, 1.0, ev(model, 1, 1.0, nasa_alpha=a, progress=f"{name} + NASA-I")))
+        table3.append((f"{name} student", 1, 1.0, ev(model, 1, 1.0, progress=f"T3 {name}", **plain)))
+        table3.append((f"{name} student + NASA-I {a:g}", 1, 1.0,
+                       ev(model, 1, 1.0, nasa_alpha=a, progress=f"T3 {name} + NASA-I", **plain, **neg)))
     keys = world.named_attributes(spec)
-    lines = [f"Attribute accuracy (Table-3 style, world {spec.name}): {n} prompts naming every attribute, one image "
-             f"each, seeds {seed}..{seed + n - 1}, read by the pixel reader; 95% Wilson intervals. NASA-I uses a "
-             f"negative naming a wrong colour and a wrong shape, at alpha {a:g}.", ""]
-    lines += world_quality.table(rows, keys)
+    lines = [f"Attribute accuracy (world {spec.name}): {n} prompts naming every attribute, one image each, seeds "
+             f"{seed}..{seed + n - 1}, read by the pixel reader; 95% Wilson intervals.", ""]
+    lines += world_quality.table(named_rows, keys)
+    lines += ["", f"Table 3 (quality, world {spec.name}): the same {n} scenes, prompts naming every attribute"
+              f"{' but quality' if spec.has_quality else ''}; NASA-I at alpha {a:g} with {negative_label}; 'all' "
+              "covers the named attributes; quality clean / score: the reader's.", ""]
+    lines += world_quality.table(table3, keys)
     write_report(out / "students_quality", "\n".join(lines),
                  {"n": n, "alpha": a, "seed": seed, "world": spec.name,
-                  "rows": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in rows],
+                  "rows": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in named_rows],
+                  "table3": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in table3],
                   "checkpoints": {"teacher": args.teacher, **students}})
 
 

@@ -37,12 +37,18 @@ def world_of(checkpoint: str) -> str:
     return checkpoint_metadata(str(checkpoint)).get("world", "v1")
 
 
-def prompts_and_truths(n: int, seed: int, spec=None):
+def prompts_and_truths(n: int, seed: int, spec=None, name_quality: bool = True):
+    """``n`` scenes and the prompts naming every attribute (``name_quality=False``: every attribute but quality,
+    the plain prompts of Table 3, whose images may come out degraded as the world's prior has it)."""
     import torch
     from comfyui_nasa.nasa_core import world
     spec = spec or world.V1_SPEC
     truths = [world.public(a) for a in world.sample_attributes(torch.Generator().manual_seed(seed), n, spec)]
-    return [world.caption_all(a, spec) for a in truths], truths
+    if name_quality:
+        return [world.caption_all(a, spec) for a in truths], truths
+    from comfyui_nasa.nasa_core.world.captions import phrase
+    named = {k: k != "quality" for k in world.named_attributes(spec)}
+    return [phrase(a, named, spec) for a in truths], truths
 
 
 def wrong_negative(truth: dict) -> str:
@@ -55,26 +61,29 @@ def wrong_negative(truth: dict) -> str:
 
 
 def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=None, progress: str = "",
-             spec=None, negative: str = "", scheduler: str = "normal", sampler: str = "euler"):
+             spec=None, negative: str = "", scheduler: str = "normal", sampler: str = "euler",
+             name_quality: bool = True, cfg_negative: str = ""):
     """Reads of ``n`` all-attribute prompts: {"shares": per-attribute Share and "all", "named": Share (shows the
-    subject and every named attribute), "clean": Share, "quality_score": Mean, "reads": [...]}."""
+    subject and every named attribute), "clean": Share, "quality_score": Mean, "reads": [...]}.
+    ``name_quality=False``: the prompts leave quality unnamed and "all" covers the other attributes;
+    ``cfg_negative``: CFG's negative prompt (default empty), for a multi-step row sampled with a negative."""
     from tqdm import tqdm
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.adapters import apply_nasa
     from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents
     spec = spec or world.V1_SPEC
     model, clip, _ = loaded
-    empty = encode(clip, "")
-    prompts, truths = prompts_and_truths(n, seed, spec)
+    uncond = encode(clip, cfg_negative)
+    prompts, truths = prompts_and_truths(n, seed, spec, name_quality)
     reads = []
     for i, (prompt, truth) in enumerate(tqdm(list(zip(prompts, truths)), desc=progress or f"{steps} steps")):
         m = model
         if nasa_alpha:
             m = apply_nasa(model, encode(clip, negative or wrong_negative(truth))[0][0], nasa_alpha)
-        latents = sample_latents(m, encode(clip, prompt), empty, steps, kappa, seed + i, 1, sampler=sampler,
+        latents = sample_latents(m, encode(clip, prompt), uncond, steps, kappa, seed + i, 1, sampler=sampler,
                                  scheduler=scheduler)
         reads += world.read_attributes(images_from_latents(latents), spec)
-    keys = world.named_attributes(spec)
+    keys = tuple(k for k in world.named_attributes(spec) if name_quality or k != "quality")
     named = [world.attributes_of_prompt(p, spec) for p in prompts]
     cell = world.cell_metrics(reads, {})
     return {"shares": world.attribute_shares(reads, truths, keys), "named": world.named_accuracy(reads, named),
@@ -92,7 +101,7 @@ def table(rows, keys):
     head = ["model", "steps", "CFG"] + list(keys) + ["all", "shows subject", "quality clean", "quality score"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for label, steps, kappa, ev in rows:
-        cells = [ev["shares"][k].fmt() for k in list(keys) + ["all"]]
+        cells = [ev["shares"][k].fmt() if k in ev["shares"] else "-" for k in list(keys) + ["all"]]  # "-": unnamed
         cells += [ev["subject"].fmt(), ev["clean"].fmt(), ev["quality_score"].fmt()]
         lines.append(f"| {label} | {steps} | {kappa:g} | " + " | ".join(cells) + " |")
     return lines

@@ -420,10 +420,33 @@ def test_student_tables_run_at_tiny_n(tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     quality = json.loads((tmp_path / "students_quality.json").read_text())
-    assert [row["model"] for row in quality["rows"]][:3] == ["teacher", "teacher", "SBv2 student"]
+    assert [row["model"] for row in quality["rows"]] == ["teacher", "teacher", "SBv2 student", "NASA-T student"]
+    assert [row["model"] for row in quality["table3"]] == ["teacher", "SBv2 student", "SBv2 student + NASA-I 0.25",
+                                                             "NASA-T student", "NASA-T student + NASA-I 0.25"]
     for name in ("sbv2", "nasa_t"):
         cells = json.loads((tmp_path / f"removal_student_{name}.json").read_text())["cells"]
-        assert {c["method"] for c in cells} == {"none", "CFG", "NASA"} and all(c["steps"] == 1 for c in cells)
+        assert {c["method"] for c in cells} == {"none", "CFG 1.5", "CFG 3", "NASA"} and all(c["steps"] == 1 for c in cells)
+
+
+def test_table3_on_a_world_with_quality_leaves_quality_unnamed_and_takes_the_quality_negative(tmp_path):
+    """World v2 (a tiny untrained exported teacher as all three models, so no training is needed): Table 3's
+    prompts name every attribute but quality, 'all' leaves quality out, the teacher has a row with the quality
+    negative as CFG's negative, and NASA-I takes the quality negative."""
+    from comfyui_nasa.nasa_core.world_model.train import TrainConfig, WorldTrainer
+    trainer = WorldTrainer(TrainConfig(out=str(tmp_path / "run"), steps=1, batch=2, seed=1, ckpt_every=1,
+                                       sample_every=0, threads=1, warmup=1, world="v2"))
+    path = tmp_path / "v2.safetensors"
+    trainer.export(str(path))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "student_tables.py"), "--skip-removal",
+                        "--quality-n", "2", "--teacher", str(path), "--sbv2", str(path), "--nasa-t", str(path),
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    quality = json.loads((tmp_path / "students_quality.json").read_text())
+    assert quality["world"] == "v2" and "quality" in quality["rows"][0]["shares"]
+    assert [row["model"] for row in quality["table3"]][:2] == ["teacher", "teacher, CFG negative: the quality negative"]
+    assert all("quality" not in row["shares"] and "all" in row["shares"] for row in quality["table3"])
+    report = (tmp_path / "students_quality.md").read_text()
+    assert "every attribute but quality" in report and "with the quality negative" in report
 
 
 def test_sample_grid_shows_the_fixed_prompts_plain_and_with_nasa(tmp_path):

@@ -238,13 +238,16 @@ def test_labelled_grid_layout(tmp_path):
 def test_removal_table_runs_at_tiny_n(tmp_path):
     import json
     import subprocess
-    out = tmp_path / "removal"
+    out = tmp_path / "removal_k1.5"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "removal_table.py"), "--n", "4", "--steps", "1",
-                        "--pairs", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                        "--pairs", "2", "--cfg-kappas", "1.5", "3", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    cells = json.loads(out.with_suffix(".json").read_text())["cells"]
-    assert len(cells) == 2 * 3 and all(0 <= c["free_of_negative"] <= 1 for c in cells)
-    assert out.with_suffix(".md").exists() and (tmp_path / "removal_grid.png").exists()
+    cells = json.loads((tmp_path / "removal_k1.5.json").read_text())["cells"]
+    assert len(cells) == 2 * 4 and all(0 <= c["free_of_negative"] <= 1 for c in cells)
+    assert [(c["method"], c["cfg"]) for c in cells[:3]] == [("none", 1.0), ("CFG 1.5", 1.5), ("CFG 3", 3.0)]
+    assert (tmp_path / "removal_k1.5.md").exists() and (tmp_path / "removal_k1.5_grid.png").exists()
+    assert (tmp_path / "removal_k1.5.png").exists()
 
 
 @pytest.mark.parametrize("arch", ["unet", "flux"])
