@@ -315,6 +315,28 @@ def test_a_fork_changes_the_timesteps_at_equal_steps(tmp_path):
                                                                                  may_differ=("timesteps",))
 
 
+def test_world_failures_tally_what_was_read_wrong_at_tiny_n(tmp_path):
+    """benchmarks/world_failures.py: each sample's wrong attributes (asked, read) against the scene its prompt
+    names, tallied per attribute and per the prompt's quality; the grid shows the failures."""
+    import subprocess
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from world_failures import wrong_attributes
+    assert wrong_attributes({"shape": "circle", "count": 1}, {"shape": "square", "count": 1}) == {"shape": ("square", "circle")}
+    trainer = WorldTrainer(tiny(tmp_path / "run", world="v2", latent_norm="channel"))
+    trainer.train_step()
+    trainer.save()
+    out = tmp_path / "fail"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "world_failures.py"), "--checkpoint",
+                        str(tmp_path / "run" / "checkpoint.pt"), "--n", "3", "--steps", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    payload = json.loads((tmp_path / "fail.json").read_text())
+    assert len(payload["samples"]) == 3 and payload["failed"] == sum(bool(s["wrong"]) for s in payload["samples"])
+    assert sum(payload["wrong"].values()) == sum(len(s["wrong"]) for s in payload["samples"])
+    assert "| prompt's quality |" in (tmp_path / "fail.md").read_text()
+    assert (tmp_path / "fail_grid.png").exists() == (payload["failed"] > 0)
+
+
 def test_world_ablations_read_a_training_checkpoint_at_tiny_n(tmp_path):
     """benchmarks/world_ablations.py on a trainer's checkpoint.pt (live weights): samples read at tiny n, the
     one-call denoising errors with the share of the noise left, the linear-filter floor, the labelled grid."""
