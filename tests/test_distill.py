@@ -332,6 +332,34 @@ def test_exported_student_loads_in_comfyui_and_samples_one_step(tmp_path):
     assert all(torch.allclose(loaded[k].float(), student[k].half().float()) for k in student)
 
 
+@pytest.mark.parametrize("arch", ["unet", "flux"])
+def test_a_student_of_a_world_v2_teacher_loads_as_its_teacher_does(tmp_path, arch):
+    """The student file carries what the loader rebuilds the model from: the teacher's world, architecture,
+    per-channel latent scale and (Flux) prediction. Without them a world-v2 student loaded as a v1 UNet on the raw
+    latent scale, and the benchmarks read it as world v1."""
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata, load_world_checkpoint
+    from comfyui_nasa.nasa_core.world_model.train import TrainConfig, WorldTrainer
+    extra = dict(arch="flux", prediction="x0") if arch == "flux" else {}
+    trainer = WorldTrainer(TrainConfig(out=str(tmp_path / "t"), steps=1, batch=2, seed=1, ckpt_every=1, sample_every=0,
+                                       threads=1, warmup=1, world="v2", latent_norm="channel", **extra))
+    teacher = tmp_path / "teacher.safetensors"
+    trainer.export(str(teacher))
+    d = Distiller(tiny(tmp_path, steps=1, teacher=str(teacher), prompts="world:v2", negatives="world:v2"))
+    d.train_step()
+    student = tmp_path / "student.safetensors"
+    d.export(str(student), "test")
+    t_meta, s_meta = checkpoint_metadata(str(teacher)), checkpoint_metadata(str(student))
+    for key in ("world", "latent_std") + (("arch", "prediction", "flux_config") if arch == "flux" else ()):
+        assert s_meta[key] == t_meta[key], key
+    assert s_meta["command"] == "test" and "nasa_t_config" in s_meta
+    t_model, s_model = load_world_checkpoint(str(teacher))[0], load_world_checkpoint(str(student))[0]
+    x = torch.randn(1, 48, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s_model.model.latent_format.process_in(x), t_model.model.latent_format.process_in(x))
+    def sampling(m):  # ComfyUI builds the sampling class per model: compare what it is made of
+        return [c.__qualname__ for c in type(m.model.model_sampling).__mro__]
+    assert sampling(s_model) == sampling(t_model)
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("values, message", [

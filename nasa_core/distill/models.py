@@ -184,9 +184,14 @@ def export_student(cfg, loaded: Loaded, unet_state: Dict[str, torch.Tensor], pat
     import os
     tmp = f"{path}.tmp"
     if cfg.model_kind == "world":
-        from ..world_model.model import save_world_checkpoint
+        from ..world_model.model import checkpoint_metadata, save_world_checkpoint
         encoder = loaded.clip.cond_stage_model.encoder
-        save_world_checkpoint(path, unet_state, encoder.state_dict(), metadata=metadata)
+        # The loader rebuilds a world model from its file's metadata (architecture, world, per-channel latent
+        # scale, Flux config), and the student is the teacher's model: without these a student of a world-v2
+        # teacher loaded as a v1 UNet on the raw latent scale. Step, command and training config are the student's.
+        own = ("step", "command", "nasa_world_train_config")
+        inherited = {k: v for k, v in checkpoint_metadata(cfg.teacher).items() if k not in own}
+        save_world_checkpoint(path, unet_state, encoder.state_dict(), metadata={**inherited, **metadata})
         return
     if cfg.model_kind == "checkpoint":
         # ComfyUI writes a whole checkpoint from a loaded model: put the student's weights in for the write and

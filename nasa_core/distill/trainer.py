@@ -47,7 +47,6 @@ class _Trainable(torch.nn.Module):
 class Distiller:
     def __init__(self, cfg: DistillConfig, rank: int = 0, world_size: int = 1, device: Optional[torch.device] = None):
         from ..comfy_env import autograd_safe_context
-        self.autograd_safe = autograd_safe_context
         self.cfg = cfg.check()
         self.rank, self.world_size = rank, world_size
         self.accum = cfg.grad_accum(world_size)
@@ -62,6 +61,9 @@ class Distiller:
             raise ConfigError("the trainer needs a text encoder for the prompts")
         self.text = TextCache(self.teacher.clip)
         teacher_unet = self.teacher.model.model.diffusion_model
+        # Flux's blocks add residuals in place after saving tensors for backward (comfy_env says which copies)
+        arch = "flux" if type(teacher_unet).__module__.startswith("comfy.ldm.flux") else "unet"
+        self.autograd_safe = lambda: autograd_safe_context(arch)
         self.teacher.model.model.to(self.device)
         teacher_unet.requires_grad_(False)
         self.form = noise_form(self.teacher.model)
