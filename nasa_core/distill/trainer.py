@@ -46,7 +46,7 @@ class _Trainable(torch.nn.Module):
 
 class Distiller:
     def __init__(self, cfg: DistillConfig, rank: int = 0, world_size: int = 1, device: Optional[torch.device] = None):
-        from ..comfy_env import autograd_safe_context
+        from ..comfy_env import autograd_safe_context, enable_flux_rope_backward
         self.cfg = cfg.check()
         self.rank, self.world_size = rank, world_size
         self.accum = cfg.grad_accum(world_size)
@@ -64,6 +64,8 @@ class Distiller:
         # Flux's blocks add residuals in place after saving tensors for backward (comfy_env says which copies)
         arch = "flux" if type(teacher_unet).__module__.startswith("comfy.ldm.flux") else "unet"
         self.autograd_safe = lambda: autograd_safe_context(arch)
+        if arch == "flux":
+            enable_flux_rope_backward()
         self.teacher.model.model.to(self.device)
         teacher_unet.requires_grad_(False)
         self.form = noise_form(self.teacher.model)

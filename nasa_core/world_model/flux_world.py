@@ -198,34 +198,10 @@ def u_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def enable_rope_backward():
-    """Training only. The modern ComfyUI applies Flux's RoPE through comfy_kitchen's custom op
-    ``comfy_kitchen::apply_rope``, which has no autograd formula, so backward through Flux stops there. RoPE
-    is a fixed rotation of each (even, odd) pair by the 2x2 matrices in ``freqs_cis``; its gradient is the
-    same op with the matrices transposed. Registered through torch.library (the route the error message
-    names) once, and only when the op exists and cannot backward; inference never touches it."""
-    import comfy.ldm.flux.math as flux_math
-    op = getattr(getattr(torch.ops, "comfy_kitchen", None), "apply_rope", None)
-    if op is None or getattr(flux_math.apply_rope, "__module__", "") == flux_math.__name__:
-        return False  # the November-2024 copy (or no comfy_kitchen): plain torch RoPE, autograd works
-    q = torch.zeros(1, 1, 1, 2, requires_grad=True)
-    fc = torch.eye(2).reshape(1, 1, 1, 1, 2, 2)
-    try:
-        sum(t.sum() for t in op(q, q, fc)).backward()
-        return False
-    except RuntimeError as e:
-        if "autograd" not in str(e):
-            raise
-
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[2])
-
-    def backward(ctx, grad_q, grad_k):
-        (freqs_cis,) = ctx.saved_tensors
-        gq, gk = op(grad_q.contiguous(), grad_k.contiguous(), freqs_cis.transpose(-1, -2).contiguous())
-        return gq, gk, None
-
-    torch.library.register_autograd("comfy_kitchen::apply_rope", backward, setup_context=setup_context)
-    return True
+    """Training only: make the modern ComfyUI's Flux RoPE differentiable (``comfy_env``, shared with the
+    distiller)."""
+    from ..comfy_env import enable_flux_rope_backward
+    return enable_flux_rope_backward()
 
 
 def metadata(arch: Optional[Dict] = None, prediction: str = "v") -> Dict[str, str]:
