@@ -327,6 +327,9 @@ def test_wilson_interval():
     ci = binomtest(37, 120).proportion_ci(0.95, method="wilson")
     assert W.wilson(37, 120) == (pytest.approx(ci.low), pytest.approx(ci.high))
     assert W.Share(37, 120).fmt() == "31% [23, 40]"
+    for n in range(1, 300):  # the interval holds p exactly at the ends too (0 of 3 once gave a lower bound of 5.6e-17)
+        assert W.wilson(0, n)[0] == 0.0 and W.wilson(n, n)[1] == 1.0
+        assert all(lo <= k / n <= hi for k in (0, n) for lo, hi in [W.wilson(k, n)])
 
 
 def test_cell_metrics_count_only_images_that_show_the_subject(world500):

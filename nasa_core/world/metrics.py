@@ -33,7 +33,9 @@ def wilson(k: int, n: int, z: float = Z95):
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval holds p: at k = 0 or n the bound equals p up to a rounding error (5.6e-17 above 0 at 0 of 3),
+    # which a plot's error bar takes as a negative length
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 @dataclass(frozen=True)
