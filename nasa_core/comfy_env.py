@@ -63,9 +63,9 @@ def autograd_safe_context(arch: str = "unet"):
 
 def enable_flux_rope_backward():
     """For the trainers (world model and NASA-T), on Flux-family models. The modern ComfyUI applies Flux's
-    RoPE through comfy_kitchen's custom op ``comfy_kitchen::apply_rope``, which has no autograd formula, so backward through Flux stops there. RoPE
-    is a fixed rotation of each (even, odd) pair by the 2x2 matrices in ``freqs_cis``; its gradient is the
-    same op with the matrices transposed. Registered through torch.library (the route the error message
+    RoPE through comfy_kitchen's custom op ``comfy_kitchen::apply_rope``, which has no autograd formula, so
+    backward through Flux stops there. RoPE is a fixed rotation of each (even, odd) pair by the 2x2 matrices
+    in ``freqs_cis``; its gradient is the same op with the matrices transposed. Registered through torch.library (the route the error message
     names) once, and only when the op exists and cannot backward; inference never touches it."""
     import torch
     import comfy.ldm.flux.math as flux_math
