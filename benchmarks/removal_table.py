@@ -95,7 +95,7 @@ def run(args):
         if method == "NASA" and (len(alphas) > 1 or len(bounds) > 1):
             label = f"NASA {alpha:g}" + (f" bound {bound:g}" if bound is not None else "")
         cells.append({"positive": pos_text, "negative": neg_text, "steps": steps, "method": label, "cfg": cfg,
-                      "alpha": alpha if method == "NASA" else None, "bound": bound, "n": len(reads),
+                      "alpha": alpha, "bound": bound, "n": len(reads),
                       "free_of_negative": metrics["free_of_negative"].p, "keeps_positive": metrics["keeps_positive"].p,
                       "metrics": world.metrics.as_json(metrics), "_metrics": metrics})
         grid_images.append(images[: args.grid_per_cell])

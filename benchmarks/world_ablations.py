@@ -165,8 +165,7 @@ def main(argv=None):
                                         sampler=sampler, progress=f"{Path(ck).stem} {steps} {sampler} {sched}")
             noise = [r["_noise"] for r in ev["reads"] if r.get("_noise") is not None]
             edge = [r["_edge"] for r in ev["reads"] if r.get("_edge") is not None]
-            truths = world_quality.prompts_and_truths(args.n, args.seed, spec)[1]
-            six = world.share(all(r.get(k) == t.get(k) for k in keys) for r, t in zip(ev["reads"], truths))
+            six = world.share(all(r.get(k) == t.get(k) for k in keys) for r, t in zip(ev["reads"], ev["truths"]))
             rows.append((Path(ck).parent.name + "/" + Path(ck).stem, meta.get("step", "?"), steps, f"{sampler} {sched}", ev, six,
                          sum(noise) / max(1, len(noise)), sum(edge) / max(1, len(edge)), time.time() - t0))
             payload.append({"checkpoint": ck, "train_step": meta.get("step"), "steps": steps, "scheduler": sched,

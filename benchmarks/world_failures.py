@@ -1,6 +1,6 @@
-"""Where a world model's samples go wrong: the samples of ``world_ablations.py`` (the same prompts naming every
-attribute, the same seeds, one image each), with each wrong attribute tallied as asked -> read, and a labelled
-grid of the failures so a person can tell a model's mistake from the reader's.
+"""Where a world model's samples go wrong: the samples of ``world_ablations.py`` (``world_quality.evaluate``: the
+same prompts naming every attribute, the same seeds, one image each), with each wrong attribute tallied as
+asked -> read, and a labelled grid of the failures so a person can tell a model's mistake from the reader's.
 
     .venv/bin/python benchmarks/world_failures.py --checkpoint runs/teacher_v2_mixed/ema_020000.safetensors \
         --n 100 --steps 20 --out benchmarks/results/world_failures_unet
@@ -41,24 +41,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     setup_comfy()
     import torch
-    from tqdm import tqdm
     torch.set_num_threads(args.threads)
     import world_quality
     from world_ablations import load_any
     from comfyui_nasa.nasa_core import world
-    from comfyui_nasa.nasa_core.world_model.sampling import (encode, images_from_latents, sample_latents,
-                                                             save_labelled_grid)
+    from comfyui_nasa.nasa_core.world_model.sampling import save_labelled_grid
 
-    (model, clip, _), meta = load_any(args.checkpoint)
+    loaded, meta = load_any(args.checkpoint)
     spec = world.world_spec(meta["world"])
-    prompts, truths = world_quality.prompts_and_truths(args.n, args.seed, spec)
-    empty = encode(clip, "")
+    ev = world_quality.evaluate(loaded, args.n, args.steps, args.kappa, args.seed, spec=spec, progress="samples")
     failures, tally, confusions, samples = [], Counter(), Counter(), []
-    for i, (prompt, truth) in enumerate(tqdm(list(zip(prompts, truths)), desc="samples")):
-        # as world_quality.evaluate draws them: seed + i, one image
-        image = images_from_latents(sample_latents(model, encode(clip, prompt), empty, args.steps, args.kappa,
-                                                   args.seed + i, 1))
-        read = world.read_attributes(image, spec)[0]
+    for prompt, truth, read, image in zip(ev["prompts"], ev["truths"], ev["reads"], ev["images"]):
         wrong = wrong_attributes(read, truth)
         tally.update(wrong.keys())
         confusions.update(f"{k}: {a} -> {r}" for k, (a, r) in wrong.items())

@@ -64,7 +64,8 @@ def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=Non
              spec=None, negative: str = "", scheduler: str = "normal", sampler: str = "euler",
              name_quality: bool = True, cfg_negative: str = ""):
     """Reads of ``n`` all-attribute prompts: {"shares": per-attribute Share and "all", "named": Share (shows the
-    subject and every named attribute), "clean": Share, "quality_score": Mean, "reads": [...]}.
+    subject and every named attribute), "clean": Share, "quality_score": Mean, "reads": [...], and per sample
+    its "images" ([1, 3, H, W]), "prompts" and "truths"}.
     ``name_quality=False``: the prompts leave quality unnamed and "all" covers the other attributes;
     ``cfg_negative``: CFG's negative prompt (default empty), for a multi-step row sampled with a negative."""
     from tqdm import tqdm
@@ -75,20 +76,21 @@ def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=Non
     model, clip, _ = loaded
     uncond = encode(clip, cfg_negative)
     prompts, truths = prompts_and_truths(n, seed, spec, name_quality)
-    reads = []
+    reads, images = [], []
     for i, (prompt, truth) in enumerate(tqdm(list(zip(prompts, truths)), desc=progress or f"{steps} steps")):
         m = model
         if nasa_alpha:
             m = apply_nasa(model, encode(clip, negative or wrong_negative(truth))[0][0], nasa_alpha)
         latents = sample_latents(m, encode(clip, prompt), uncond, steps, kappa, seed + i, 1, sampler=sampler,
                                  scheduler=scheduler)
-        reads += world.read_attributes(images_from_latents(latents), spec)
+        images.append(images_from_latents(latents))
+        reads += world.read_attributes(images[-1], spec)
     keys = tuple(k for k in world.named_attributes(spec) if name_quality or k != "quality")
     named = [world.attributes_of_prompt(p, spec) for p in prompts]
     cell = world.cell_metrics(reads, {})
     return {"shares": world.attribute_shares(reads, truths, keys), "named": world.named_accuracy(reads, named),
             "clean": cell["clean"], "quality_score": cell["quality_score"], "subject": cell["shows_subject"],
-            "reads": reads, "keys": keys}
+            "reads": reads, "images": images, "prompts": prompts, "truths": truths, "keys": keys}
 
 
 def accuracy(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=None, progress: str = "", spec=None):

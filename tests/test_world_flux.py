@@ -231,8 +231,9 @@ def test_rope_gradient_used_in_training_matches_plain_torch():
     gradient through ComfyUI's apply_rope must equal the one of an independent plain-torch rotation."""
     import comfy.ldm.flux.math as flux_math
     from comfy.ldm.flux.layers import EmbedND
-    flux_world.enable_rope_backward()
-    assert flux_world.enable_rope_backward() is False  # registered at most once
+    from comfyui_nasa.nasa_core.comfy_env import enable_flux_rope_backward
+    enable_flux_rope_backward()
+    assert enable_flux_rope_backward() is False  # registered at most once
     g = torch.Generator().manual_seed(0)
     pe = EmbedND(dim=32, theta=10000, axes_dim=[8, 12, 12])(torch.randn(2, 5, 3, generator=g) * 3).float()
     q = torch.randn(2, 4, 5, 32, generator=g, requires_grad=True)

@@ -197,13 +197,6 @@ def u_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
     return ((t - t_min) / (t_max - t_min)).clamp(0, 1)
 
 
-def enable_rope_backward():
-    """Training only: make the modern ComfyUI's Flux RoPE differentiable (``comfy_env``, shared with the
-    distiller)."""
-    from ..comfy_env import enable_flux_rope_backward
-    return enable_flux_rope_backward()
-
-
 def metadata(arch: Optional[Dict] = None, prediction: str = "v") -> Dict[str, str]:
     """What load_world_checkpoint needs to rebuild this model."""
     return {"arch": "flux", "flux_config": json.dumps(dict(FLUX_WORLD_CONFIG if arch is None else arch)),

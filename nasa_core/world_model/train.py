@@ -27,7 +27,7 @@ from typing import List, Optional
 
 import torch
 
-from ..comfy_env import autograd_safe_context  # noqa: F401  (the trainers share it)
+from ..comfy_env import autograd_safe_context, enable_flux_rope_backward  # noqa: F401  (the trainers share them)
 
 
 ARCHS = ("unet", "flux")
@@ -130,7 +130,7 @@ class WorldTrainer:
             self.flux_world = flux_world
             if self.latent_std is not None:  # its objective is built for data of std sigma_data, not 1
                 self.latent_std = [round(v / flux_world.SIGMA_DATA, 6) for v in self.latent_std]
-            flux_world.enable_rope_backward()
+            enable_flux_rope_backward()
             self.tokenizer = flux_world.WorldFluxTokenizer()
             self.base = flux_world.build_flux_model(seed=cfg.seed, latent_std=self.latent_std, prediction=cfg.prediction)
         else:
