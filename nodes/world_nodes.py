@@ -27,7 +27,8 @@ WORLD_LOADER = NodeDef(
     description=("Loads the small text-to-image model bundled with the pack (64x64 images of coloured shapes; "
                  "prompts like 'a small red circle on a white background'). Use Empty Latent Image at 64x64."),
     inputs=(Input("checkpoint", "COMBO", "A world model shipped in this pack's models/ folder: nasa_world_teacher "
-                  "(SD-style UNet, cross-attention) or nasa_world_flux (ComfyUI's FLUX classes, joint attention).",
+                  "(SD-style UNet, cross-attention; 20 steps, CFG 3) or nasa_world_flux (ComfyUI's FLUX classes, "
+                  "joint attention), and their one-step students (*_student_sbv2, *_student_nasa_t; 1 step, cfg 1).",
                   choices=lambda: bundled_checkpoints() or ["nasa_world_teacher.safetensors"]),),
     outputs=(Output("MODEL", "MODEL", "The world model."), Output("CLIP", "CLIP", "Its text encoder."),
              Output("VAE", "VAE", "Its fixed image codec.")))

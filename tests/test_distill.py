@@ -423,8 +423,8 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the bundled students
 
-STUDENTS = [ROOT / "models" / "nasa_world_student_sbv2.safetensors",
-            ROOT / "models" / "nasa_world_student_nasa_t.safetensors"]
+STUDENTS = [ROOT / "models" / f"nasa_world_{arch}student_{kind}.safetensors"
+            for arch in ("", "flux_") for kind in ("sbv2", "nasa_t")]
 
 
 @pytest.mark.parametrize("path", STUDENTS, ids=lambda p: p.stem)
@@ -435,6 +435,9 @@ def test_bundled_students_sample_in_one_step_and_take_nasa(path):
     assert path.exists(), f"{path.name} is missing: distil it as the README's NASA-T section says"
     meta = checkpoint_metadata(str(path))
     assert "python -m nasa_core.distill" in meta["command"] and json.loads(meta["nasa_t_config"])["seed"] == 0
+    # a student of a bundled world-v2 teacher: its world, architecture and latent scale travel with it
+    assert meta["world"] == "v2" and meta.get("arch", "unet") == ("flux" if "flux" in path.name else "unet")
+    assert json.loads(meta["nasa_t_config"])["nasa_t"] == path.stem.endswith("nasa_t")
     model, clip, _ = load_world_checkpoint(str(path))
     pos, neg, empty = encode(clip, "a shape"), encode(clip, "red"), encode(clip, "")
     plain = sample_latents(model, pos, empty, 1, 1.0, 0, 2)
@@ -451,8 +454,10 @@ def test_student_tables_run_at_tiny_n(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     quality = json.loads((tmp_path / "students_quality.json").read_text())
     assert [row["model"] for row in quality["rows"]] == ["teacher", "teacher", "SBv2 student", "NASA-T student"]
-    assert [row["model"] for row in quality["table3"]] == ["teacher", "SBv2 student", "SBv2 student + NASA-I 0.25",
-                                                             "NASA-T student", "NASA-T student + NASA-I 0.25"]
+    # the bundled models learnt world v2, whose Table 3 adds the teacher with the quality negative as CFG's
+    assert [row["model"] for row in quality["table3"]] == [
+        "teacher", "teacher, CFG negative: the quality negative", "SBv2 student", "SBv2 student + NASA-I 0.25",
+        "NASA-T student", "NASA-T student + NASA-I 0.25"]
     for name in ("sbv2", "nasa_t"):
         cells = json.loads((tmp_path / f"removal_student_{name}.json").read_text())["cells"]
         assert {c["method"] for c in cells} == {"none", "CFG 1.5", "CFG 3", "NASA"} and all(c["steps"] == 1 for c in cells)

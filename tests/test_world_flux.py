@@ -141,9 +141,13 @@ def test_x0_prediction_model_denoises_to_its_output_and_survives_export(tmp_path
     assert isinstance(loaded.model.model_sampling, flux_world.X0ContinuousV)
     latents = sample_latents(loaded, encode(clip, "a red circle"), encode(clip, ""), 2, 3.0, 0, 2)
     assert torch.isfinite(latents).all()
-    if BUNDLED_FLUX.exists():  # written before x0 existed: no entry, a v model
-        assert "prediction" not in wm.checkpoint_metadata(str(BUNDLED_FLUX))
-        assert not isinstance(wm.load_world_checkpoint(str(BUNDLED_FLUX))[0].model.model_sampling, flux_world.X0ContinuousV)
+    v_path = tmp_path / "v.safetensors"  # a v model (and every file written before x0 existed) loads as v
+    WorldTrainer(tiny(tmp_path / "v", prediction="v")).export(str(v_path))
+    assert wm.checkpoint_metadata(str(v_path)).get("prediction", "v") == "v"
+    assert not isinstance(wm.load_world_checkpoint(str(v_path))[0].model.model_sampling, flux_world.X0ContinuousV)
+    if BUNDLED_FLUX.exists():  # the bundled FLUX-class teacher predicts x0 (since 2026-12-04)
+        assert wm.checkpoint_metadata(str(BUNDLED_FLUX))["prediction"] == "x0"
+        assert isinstance(wm.load_world_checkpoint(str(BUNDLED_FLUX))[0].model.model_sampling, flux_world.X0ContinuousV)
     with pytest.raises(ValueError, match="x0' with --arch flux"):
         TrainConfig(out=str(tmp_path), prediction="x0").check()
     with pytest.raises(ValueError, match="prediction must be one of"):

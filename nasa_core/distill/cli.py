@@ -2,9 +2,9 @@
 (SwiftBrush v2's image-free variational score distillation, the negative prompt in the teacher's guidance
 and NASA inside the student; section 5.3 of the paper).
 
-  # the bundled world model, on a CPU (the students shipped in models/)
+  # the bundled UNet world model, on a CPU (its students in models/; the README has the FLUX-class ones)
   python -m nasa_core.distill --preset world_nasa_t --out runs/world_nasa_t
-  python -m nasa_core.distill --preset world_sbv2   --out runs/world_sbv2
+  python -m nasa_core.distill --preset world_sbv2   --out runs/world_sbv2 --steps 150
   # continue a stopped run, or write its student for ComfyUI
   python -m nasa_core.distill --out runs/world_nasa_t --resume
   python -m nasa_core.distill --out runs/world_nasa_t --export models/nasa_world_student_nasa_t.safetensors

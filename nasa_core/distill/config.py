@@ -143,13 +143,14 @@ WORLD_SAMPLE_PROMPTS = ["a shape", "a shape on a white background", "a large sha
                         "a circle", "a small shape on the left"]
 _PAPER = dict(kappa_min=0.5, kappa_max=4.0, alpha_min=0.0, alpha_max=1.0, lora_rank=64, lora_scaling=128.0,
               lr_student=1e-6, lr_lora=1e-3, clip_weight=0.1, clip_tau=0.37, bf16=True, negatives="quality")
-# The bundled world model on a CPU (see README): a 4.5 M-parameter UNet distils in hundreds of steps, not
-# tens of thousands. Chosen by 100-200-step pilots (README): student lr 5e-6 (2e-5 and 1e-4 degraded the
-# samples within 100 steps), the LoRA teacher on every Linear layer (attention alone could not follow the
-# student), kappa from 1.5 (the teacher's images are mush below CFG 1.5).
-_WORLD = dict(teacher="models/nasa_world_teacher.safetensors", model_kind="world", prompts="world", resolution=64,
-              kappa_min=1.5, kappa_max=4.0, lora_rank=16, lora_scaling=32.0, lora_targets=["."], lr_student=5e-6,
-              lr_lora=1e-3, batch=32, micro_batch=32, steps=1200, ckpt_every=50, sample_every=100, bf16=False,
+# The bundled world models on a CPU (see README): they distil in hundreds of steps, not tens of thousands.
+# The bundled teachers learnt world v2, so its prompts and negatives. Student lr 1e-6, the paper's (5e-6, the
+# pilots' choice on world v1, made the v2 students noisier within 300 steps: docs/world_ablations.md); the LoRA
+# teacher on every Linear layer (attention alone could not follow the student), kappa from 1.5 (the teachers'
+# images are mush below CFG 1.5).
+_WORLD = dict(teacher="models/nasa_world_teacher.safetensors", model_kind="world", prompts="world:v2", resolution=64,
+              kappa_min=1.5, kappa_max=4.0, lora_rank=16, lora_scaling=32.0, lora_targets=["."], lr_student=1e-6,
+              lr_lora=1e-3, batch=32, micro_batch=32, steps=600, ckpt_every=50, sample_every=100, bf16=False,
               sample_alpha=0.5, sample_negative="red", sample_prompts=WORLD_SAMPLE_PROMPTS)
 PRESETS: Dict[str, Dict[str, Any]] = {
     "sd15": dict(_PAPER, batch=64, steps=60000, sample_alpha=0.1),
@@ -159,7 +160,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # Not in the paper: SDXL with SD1.5's settings.
     "sdxl": dict(_PAPER, batch=64, steps=60000, resolution=1024, sample_alpha=0.2),
     "world_sbv2": dict(_WORLD, negatives="none", nasa_t=False, teacher_negative=False),
-    "world_nasa_t": dict(_WORLD, negatives="world", nasa_t=True, teacher_negative=True),
+    "world_nasa_t": dict(_WORLD, negatives="world:v2", nasa_t=True, teacher_negative=True),
 }
 
 
