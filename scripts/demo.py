@@ -1,21 +1,24 @@
 """The embedded-default demo: NASA on a real ComfyUI model, with no downloaded weights.
 
 With the bundled world model (models/nasa_world_teacher.safetensors, trained here on 64x64 images of
-coloured shapes), it samples a few prompt / negative pairs with none / CFG / NASA at 1, 4 and 20 steps
-through comfy.sample (as KSampler does), and the same at 1 step with the bundled one-step NASA-T student
-distilled from it (models/nasa_world_student_nasa_t.safetensors), prints how many images of each cell are
-free of the negative's attribute (read from the pixels), and writes the images side by side as a PNG grid.
+coloured shapes), it samples the first three of its world's prompt / negative pairs with none / CFG / NASA at
+1, 4 and 20 steps through comfy.sample (as KSampler does), and the same at 1 step with the bundled one-step
+NASA-T student distilled from it (models/nasa_world_student_nasa_t.safetensors), prints how many images of
+each cell show a shape and are free of the negative's attribute (read from the pixels), and writes the images
+side by side as a labelled PNG grid. ``--teacher`` / ``--student`` take other world models (e.g. the
+FLUX-class pair, models/nasa_world_flux.safetensors and models/nasa_world_flux_student_nasa_t.safetensors).
 
     python scripts/demo.py [--out out/demo_grid.png]
 """
 import argparse
+from pathlib import Path
 
 from comfy_runtime import ROOT, setup_comfy
 
 
 BUNDLED = ROOT / "models" / "nasa_world_teacher.safetensors"
 STUDENT = ROOT / "models" / "nasa_world_student_nasa_t.safetensors"
-WORLD_PAIRS = [("a shape", "red"), ("a shape on a white background", "circle"), ("a large shape", "blue")]
+DEMO_PAIRS = 3  # the first three of the world's benchmark pairs (world v2: colour, shape, background)
 
 
 def world_demo(args):
@@ -24,21 +27,22 @@ def world_demo(args):
 
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.adapters import apply_nasa
-    from comfyui_nasa.nasa_core.world_model.model import load_world_checkpoint
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata, load_world_checkpoint
     from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents, \
         save_labelled_grid
 
-    model, clip, _ = load_world_checkpoint(str(BUNDLED))
+    model, clip, _ = load_world_checkpoint(str(args.teacher))
+    spec = world.world_spec(checkpoint_metadata(str(args.teacher)).get("world", "v1"))
     models = {"teacher": model}
-    if STUDENT.exists():
-        models["NASA-T student"] = load_world_checkpoint(str(STUDENT))[0]
+    if args.student and Path(args.student).exists():
+        models["NASA-T student"] = load_world_checkpoint(str(args.student))[0]
     empty = encode(clip, "")
     runs = [("teacher", steps) for steps in (1, 4, 20)] + [("NASA-T student", 1)] * ("NASA-T student" in models)
     methods = ("none", "CFG", "NASA")
     cells, notes, labels, table = [], [], [], []
-    for pos_text, neg_text in tqdm(WORLD_PAIRS, desc="prompts"):
+    for pos_text, neg_text in tqdm(world.BENCHMARK_PAIRS[spec.name][:DEMO_PAIRS], desc="prompts"):
         pos, neg = encode(clip, pos_text), encode(clip, neg_text)
-        unwanted = world.attributes_of_prompt(neg_text)
+        unwanted = world.attributes_of_prompt(neg_text, spec)
         for who, steps in runs:
             base_cfg = args.cfg if steps >= 20 else 1.0
             mm = models[who]
@@ -48,7 +52,7 @@ def world_demo(args):
                                     "NASA": (apply_nasa(mm, neg[0][0], args.alpha), empty, base_cfg)}[method]
                 images = images_from_latents(sample_latents(m, pos, negative, steps, cfg, args.seed, args.per_cell))
                 # free: shows a shape and not the negative (a blank image is never free of it)
-                free = sum(world.free_of(r, unwanted) for r in world.read_attributes(images, world.V1_SPEC))
+                free = sum(world.free_of(r, unwanted) for r in world.read_attributes(images, spec))
                 row.append(images)
                 row_notes.append(f"{free}/{len(images)} without {neg_text}" + (f" (cfg {cfg:g})" if cfg != 1 else ""))
                 counts.append(f"{free}/{len(images)}")
@@ -78,11 +82,13 @@ def main():
     parser.add_argument("--cfg", type=float, default=3.0, help="CFG scale for the CFG column")
     parser.add_argument("--per-cell", type=int, default=3, help="images per cell (world model)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher", default=str(BUNDLED), help="a world model (default: the bundled UNet teacher)")
+    parser.add_argument("--student", default=str(STUDENT), help="its one-step NASA-T student ('' for none)")
     args = parser.parse_args()
 
     setup_comfy()
-    if not BUNDLED.exists():
-        raise SystemExit(f"{BUNDLED} is missing: train and export it as the README's 'Reproduce it' says")
+    if not Path(args.teacher).exists():
+        raise SystemExit(f"{args.teacher} is missing: train and export it as the README's 'Reproduce it' says")
     world_demo(args)
 
 
