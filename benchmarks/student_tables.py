@@ -12,6 +12,8 @@ world's prior has it; NASA-I (and the teacher's CFG, in its second row) takes th
 In world v1 (no quality) Table 3's NASA-I rows take a wrong colour and shape instead. The world is the
 teacher's (its metadata); the removal pairs are that world's; seeds: the reporting seed 7000 (--seed).
 Every share with its Wilson 95% interval; a share counts an image only when it shows a shape.
+``--ablation LABEL=PATH ...`` adds Table 5's rows: more students (the negative in the teacher only, in the LoRA
+teacher too, ...), each on Table 3's prompts at one step, cfg 1.
 """
 import argparse
 import sys
@@ -46,6 +48,8 @@ def main(argv=None):
     p.add_argument("--cfg-kappas", type=float, nargs="+", default=[1.5, 3.0], help="removal table: CFG cells")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="removal table: sampling steps of the students")
     p.add_argument("--skip-removal", action="store_true")
+    p.add_argument("--ablation", nargs="+", default=[], metavar="LABEL=PATH",
+                   help="Table 5: more students, one Table-3 row each (e.g. the negative in the teacher only)")
     p.add_argument("--seed", type=int, default=world_quality_seed(), help="sampling / prompt seed (reporting: 7000)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -89,6 +93,13 @@ def main(argv=None):
         table3.append((f"{name} student", 1, 1.0, ev(model, 1, 1.0, progress=f"T3 {name}", **plain)))
         table3.append((f"{name} student + NASA-I {a:g}", 1, 1.0,
                        ev(model, 1, 1.0, nasa_alpha=a, progress=f"T3 {name} + NASA-I", **plain, **neg)))
+    table5 = []
+    for item in args.ablation:
+        label, sep, path = item.partition("=")
+        if not sep or not (ROOT / path).is_file():
+            raise SystemExit(f"--ablation takes LABEL=PATH with an existing world model file, got {item!r}")
+        table5.append((label, 1, 1.0, ev(load_world_checkpoint(str(ROOT / path)), 1, 1.0, progress=f"T5 {label}",
+                                         **plain)))
     keys = world.named_attributes(spec)
     lines = [f"Attribute accuracy (world {spec.name}): {n} prompts naming every attribute, one image each, seeds "
              f"{seed}..{seed + n - 1}, read by the pixel reader; 95% Wilson intervals.", ""]
@@ -97,11 +108,16 @@ def main(argv=None):
               f"{' but quality' if spec.has_quality else ''}; NASA-I at alpha {a:g} with {negative_label}; 'all' "
               "covers the named attributes; quality clean / score: the reader's.", ""]
     lines += world_quality.table(table3, keys)
+    if table5:
+        lines += ["", "Table 5 (ablation): the same prompts as Table 3, one step, cfg 1, no NASA-I.", ""]
+        lines += world_quality.table(table5, keys)
     write_report(out / "students_quality", "\n".join(lines),
                  {"n": n, "alpha": a, "seed": seed, "world": spec.name,
                   "rows": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in named_rows],
                   "table3": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in table3],
-                  "checkpoints": {"teacher": args.teacher, **students}})
+                  "table5": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in table5],
+                  "checkpoints": {"teacher": args.teacher, **students,
+                                  **{i.partition("=")[0]: i.partition("=")[2] for i in args.ablation}}})
 
 
 if __name__ == "__main__":

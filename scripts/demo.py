@@ -88,7 +88,9 @@ def main():
 
     setup_comfy()
     if not Path(args.teacher).exists():
-        raise SystemExit(f"{args.teacher} is missing: train and export it as the README's 'Reproduce it' says")
+        raise SystemExit(f"{args.teacher} is missing: train and export it as the README's 'Reproduce them' says")
+    if args.student and args.student != str(STUDENT) and not Path(args.student).exists():
+        raise SystemExit(f"--student {args.student} does not exist; give a world model file, or '' for none")
     world_demo(args)
 
 

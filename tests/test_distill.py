@@ -449,7 +449,8 @@ def test_bundled_students_sample_in_one_step_and_take_nasa(path):
 
 def test_student_tables_run_at_tiny_n(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "student_tables.py"), "--n", "1", "--quality-n", "1",
-                        "--pairs", "1", "--alphas", "0.5", "--steps", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                        "--pairs", "1", "--alphas", "0.5", "--steps", "1", "--out", str(tmp_path),
+                        "--ablation", f"teacher alone={STUDENTS[0].relative_to(ROOT)}"], cwd=ROOT, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     quality = json.loads((tmp_path / "students_quality.json").read_text())
@@ -458,6 +459,7 @@ def test_student_tables_run_at_tiny_n(tmp_path):
     assert [row["model"] for row in quality["table3"]] == [
         "teacher", "teacher, CFG negative: the quality negative", "SBv2 student", "SBv2 student + NASA-I 0.25",
         "NASA-T student", "NASA-T student + NASA-I 0.25"]
+    assert [row["model"] for row in quality["table5"]] == ["teacher alone"]  # Table 5: one row per --ablation
     for name in ("sbv2", "nasa_t"):
         cells = json.loads((tmp_path / f"removal_student_{name}.json").read_text())["cells"]
         assert {c["method"] for c in cells} == {"none", "CFG 1.5", "CFG 3", "NASA"} and all(c["steps"] == 1 for c in cells)
