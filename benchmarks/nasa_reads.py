@@ -29,9 +29,9 @@ def main(argv=None):
     setup_comfy()
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.adapters import apply_nasa
-    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata, load_world_checkpoint
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_world, load_world_checkpoint
     from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents
-    spec = world.world_spec(checkpoint_metadata(args.checkpoint).get("world", "v1"))
+    spec = world.world_spec(checkpoint_world(args.checkpoint))
     model, clip, _ = load_world_checkpoint(args.checkpoint)
     empty = encode(clip, "")
     for positive, negative in world.BENCHMARK_PAIRS[spec.name][: args.pairs]:

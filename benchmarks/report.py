@@ -3,6 +3,16 @@ import json
 from pathlib import Path
 
 
+def labelled_path(item: str, option: str, root=None) -> tuple:
+    """``LABEL=PATH`` (a command-line item naming an existing file; a relative PATH from ``root`` if given) ->
+    (label, Path); a clear exit otherwise."""
+    label, sep, path = item.partition("=")
+    path = Path(root) / path if root else Path(path)
+    if not sep or not label or not path.is_file():
+        raise SystemExit(f"{option} takes LABEL=PATH with an existing file, got {item!r}")
+    return label, path
+
+
 def write_report(out, table: str, payload: dict) -> Path:
     """Write OUT.md and OUT.json; return the .md path (``with_suffix`` on it names the siblings). A dot inside
     the name is kept (``e1_k1.5`` gives ``e1_k1.5.md`` where ``with_suffix`` on OUT gave ``e1_k1.md``); only a

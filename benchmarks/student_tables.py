@@ -24,7 +24,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "scripts"))
 from comfy_runtime import setup_comfy  # noqa: E402
-from report import write_report  # noqa: E402
+from report import labelled_path, write_report  # noqa: E402
 
 def world_quality_seed() -> int:
     import world_quality
@@ -53,6 +53,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=world_quality_seed(), help="sampling / prompt seed (reporting: 7000)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
+    ablations = [labelled_path(item, "--ablation", root=ROOT) for item in args.ablation]  # checked before any sampling
     setup_comfy()
     import removal_table
     import world_quality
@@ -93,13 +94,8 @@ def main(argv=None):
         table3.append((f"{name} student", 1, 1.0, ev(model, 1, 1.0, progress=f"T3 {name}", **plain)))
         table3.append((f"{name} student + NASA-I {a:g}", 1, 1.0,
                        ev(model, 1, 1.0, nasa_alpha=a, progress=f"T3 {name} + NASA-I", **plain, **neg)))
-    table5 = []
-    for item in args.ablation:
-        label, sep, path = item.partition("=")
-        if not sep or not (ROOT / path).is_file():
-            raise SystemExit(f"--ablation takes LABEL=PATH with an existing world model file, got {item!r}")
-        table5.append((label, 1, 1.0, ev(load_world_checkpoint(str(ROOT / path)), 1, 1.0, progress=f"T5 {label}",
-                                         **plain)))
+    table5 = [(label, 1, 1.0, ev(load_world_checkpoint(str(path)), 1, 1.0, progress=f"T5 {label}", **plain))
+              for label, path in ablations]
     keys = world.named_attributes(spec)
     lines = [f"Attribute accuracy (world {spec.name}): {n} prompts naming every attribute, one image each, seeds "
              f"{seed}..{seed + n - 1}, read by the pixel reader; 95% Wilson intervals.", ""]
@@ -117,7 +113,7 @@ def main(argv=None):
                   "table3": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in table3],
                   "table5": [{"model": l, "steps": s, "cfg": k, **world_quality.as_json(e)} for l, s, k, e in table5],
                   "checkpoints": {"teacher": args.teacher, **students,
-                                  **{i.partition("=")[0]: i.partition("=")[2] for i in args.ablation}}})
+                                  **{label: str(path) for label, path in ablations}}})
 
 
 if __name__ == "__main__":

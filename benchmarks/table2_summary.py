@@ -13,15 +13,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from report import write_report  # noqa: E402
+from report import labelled_path, write_report  # noqa: E402
 
 
 def load(spec: str):
-    """``label=path.json`` -> (label, the run's pooled summary rows)."""
-    label, sep, path = spec.partition("=")
-    if not sep or not Path(path).is_file():
-        raise SystemExit(f"--runs takes LABEL=PATH.json with an existing file, got {spec!r}")
-    return label, json.loads(Path(path).read_text())
+    """``label=path.json`` -> (label, the run as removal_table.py wrote it)."""
+    label, path = labelled_path(spec, "--runs")
+    return label, json.loads(path.read_text())
 
 
 def pct(share) -> str:
@@ -56,10 +54,10 @@ def plot(runs, path: Path):
     for ax, steps in zip(axes[0], steps_all):
         for i, (label, run) in enumerate(runs):
             rows = [r for r in run["summary"] if int(r["steps"]) == steps]
-            nasa = sorted(((0.0, r) for r in rows if r["method"] == "none"),
-                          key=lambda t: t[0]) + sorted(((float(r["method"].split()[1]), r) for r in rows
-                                                        if r["method"].startswith("NASA ") and "bound" not in r["method"]),
-                                                       key=lambda t: t[0])
+            # alpha 0 is "none"; the method reads "NASA <alpha>" ("... bound b" cells are left out of the curve)
+            nasa = [(0.0, r) for r in rows if r["method"] == "none"] + sorted(
+                ((float(r["method"].split()[1]), r) for r in rows
+                 if r["method"].startswith("NASA ") and "bound" not in r["method"]), key=lambda t: t[0])
             colour = f"C{i}"
             xs = [a for a, _ in nasa]
             ax.plot(xs, [100 * r["free_of_negative"]["p"] for _, r in nasa], "-o", color=colour, ms=3,

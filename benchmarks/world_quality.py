@@ -32,9 +32,9 @@ from nasa_core.world.spec import QUALITY_NEGATIVE  # noqa: E402  (a pure constan
 
 
 def world_of(checkpoint: str) -> str:
-    """The world a checkpoint learnt: its metadata's "world", else v1 (files from before world v2)."""
-    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata
-    return checkpoint_metadata(str(checkpoint)).get("world", "v1")
+    """The world a checkpoint learnt (``checkpoint_world``)."""
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_world
+    return checkpoint_world(str(checkpoint))
 
 
 def prompts_and_truths(n: int, seed: int, spec=None, name_quality: bool = True):

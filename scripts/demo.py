@@ -27,14 +27,14 @@ def world_demo(args):
 
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.adapters import apply_nasa
-    from comfyui_nasa.nasa_core.world_model.model import checkpoint_metadata, load_world_checkpoint
+    from comfyui_nasa.nasa_core.world_model.model import checkpoint_world, load_world_checkpoint
     from comfyui_nasa.nasa_core.world_model.sampling import encode, images_from_latents, sample_latents, \
         save_labelled_grid
 
     model, clip, _ = load_world_checkpoint(str(args.teacher))
-    spec = world.world_spec(checkpoint_metadata(str(args.teacher)).get("world", "v1"))
+    spec = world.world_spec(checkpoint_world(str(args.teacher)))
     models = {"teacher": model}
-    if args.student and Path(args.student).exists():
+    if args.student:
         models["NASA-T student"] = load_world_checkpoint(str(args.student))[0]
     empty = encode(clip, "")
     runs = [("teacher", steps) for steps in (1, 4, 20)] + [("NASA-T student", 1)] * ("NASA-T student" in models)
@@ -83,13 +83,16 @@ def main():
     parser.add_argument("--per-cell", type=int, default=3, help="images per cell (world model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--teacher", default=str(BUNDLED), help="a world model (default: the bundled UNet teacher)")
-    parser.add_argument("--student", default=str(STUDENT), help="its one-step NASA-T student ('' for none)")
+    parser.add_argument("--student", default=None,
+                        help="its one-step NASA-T student ('' for none; default: the bundled one, if present)")
     args = parser.parse_args()
 
     setup_comfy()
     if not Path(args.teacher).exists():
         raise SystemExit(f"{args.teacher} is missing: train and export it as the README's 'Reproduce them' says")
-    if args.student and args.student != str(STUDENT) and not Path(args.student).exists():
+    if args.student is None:
+        args.student = str(STUDENT) if STUDENT.exists() else ""
+    if args.student and not Path(args.student).exists():
         raise SystemExit(f"--student {args.student} does not exist; give a world model file, or '' for none")
     world_demo(args)
 

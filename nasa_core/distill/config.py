@@ -55,7 +55,7 @@ class DistillConfig:
     grad_clip: float = 1.0
     bf16: bool = True                    # bf16 autocast (GPU); fp32 math on CPU when false
     # -- data
-    prompts: str = ""                    # .txt (one per line), .jsonl or .parquet (column 'prompt' or 'text'); "world" = the synthetic world's captions (world v1, the bundled teacher's; "world:v2" for world v2)
+    prompts: str = ""                    # .txt (one per line), .jsonl or .parquet (column 'prompt' or 'text'); "world" = the synthetic world's captions (world v1; "world:v2" for world v2, the bundled teachers')
     negatives: str = "quality"           # "quality" (generated from common quality terms), "world" / "world:v2", "none", or a file like --prompts
     num_negatives: int = 10000           # size of the generated negative set
     # -- run

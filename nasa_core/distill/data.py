@@ -67,7 +67,7 @@ def read_text_rows(path: str) -> List[str]:
 
 def _world_name(value: str) -> str:
     """The world a "world" / "world:v2" prompt or negative source names ("world" alone: v1, the world the
-    bundled teacher learnt)."""
+    first bundled models learnt; the bundled teachers now learnt v2)."""
     return value.split(":", 1)[1] if ":" in value else "v1"
 
 

@@ -346,6 +346,11 @@ def checkpoint_metadata(path: str) -> Dict[str, str]:
         return {}
 
 
+def checkpoint_world(path: str) -> str:
+    """The world a checkpoint learnt: its metadata's "world", else v1 (files from before world v2)."""
+    return checkpoint_metadata(path).get("world", "v1")
+
+
 def load_world_checkpoint(path: str):
     """(MODEL, CLIP, VAE) for ComfyUI from a world checkpoint file. Its metadata entry "arch" says which
     model: "flux" (flux_world.py), else the UNet (files written before the entry existed have none)."""
