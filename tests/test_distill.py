@@ -465,6 +465,14 @@ def test_student_tables_run_at_tiny_n(tmp_path):
         assert {c["method"] for c in cells} == {"none", "CFG 1.5", "CFG 3", "NASA"} and all(c["steps"] == 1 for c in cells)
 
 
+def test_student_tables_refuse_a_bad_ablation_before_sampling(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "student_tables.py"), "--skip-removal", "--quality-n", "1",
+                        "--out", str(tmp_path), "--ablation", "no file=runs/missing.safetensors"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "--ablation takes LABEL=PATH with an existing file" in r.stderr
+    assert not (tmp_path / "students_quality.md").exists() and "teacher 20 steps" not in r.stderr  # nothing sampled
+
+
 def test_table3_on_a_world_with_quality_leaves_quality_unnamed_and_takes_the_quality_negative(tmp_path):
     """World v2 (a tiny untrained exported teacher as all three models, so no training is needed): Table 3's
     prompts name every attribute but quality, 'all' leaves quality out, the teacher has a row with the quality

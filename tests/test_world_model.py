@@ -250,6 +250,49 @@ def test_removal_table_runs_at_tiny_n(tmp_path):
     assert (tmp_path / "removal_k1.5.png").exists()
 
 
+@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")
+def test_table2_summary_sets_removal_runs_side_by_side(tmp_path):
+    """Two removal runs -> one row per model and step count, every method a column of "free / keeps" with
+    intervals, and the plot; a --runs item without a file is refused before anything is read."""
+    import subprocess
+    run = [sys.executable, str(ROOT / "benchmarks" / "removal_table.py"), "--n", "2", "--steps", "1", "--pairs", "1",
+           "--alphas", "0.5", "1", "--cfg-kappas", "3", "--out", str(tmp_path / "removal")]
+    assert subprocess.run(run, capture_output=True, text=True, timeout=600).returncode == 0
+    summary = [sys.executable, str(ROOT / "benchmarks" / "table2_summary.py"), "--out", str(tmp_path / "t2"), "--runs",
+               f"a={tmp_path / 'removal.json'}", f"b={tmp_path / 'removal.json'}"]
+    r = subprocess.run(summary, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line for line in (tmp_path / "t2.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == "| model | steps | none | CFG | NASA 0.5 | NASA 1 |"
+    assert [row.split(" | ")[:2] for row in rows[2:]] == [["| a", "1"], ["| b", "1"]]
+    assert all(cell.count("[") == 2 and " / " in cell for row in rows[2:] for cell in row.strip("|").split(" | ")[2:])
+    assert (tmp_path / "t2.png").stat().st_size > 1000
+    bad = subprocess.run(summary[:-2] + [f"a={tmp_path / 'missing.json'}"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--runs takes LABEL=PATH with an existing file" in bad.stderr
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")
+def test_nasa_reads_tallies_every_attribute_per_pair_and_alpha():
+    import subprocess
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nasa_reads.py"), "--checkpoint", str(BUNDLED),
+                        "--n", "3", "--pairs", "2", "--alphas", "0", "0.5"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [f'"{p}" minus "{n}", alpha {a}' for p, n in world.V2_PAIRS[:2]
+                                                      for a in ("0", "0.5")]
+    for line in lines:  # each attribute's counts add up to the images drawn
+        for part in line.split(": ", 1)[1].split("; "):
+            assert sum(int(v.rsplit(" ", 1)[1]) for v in part.split(" ", 1)[1].split(", ")) == 3, part
+
+
+def test_demo_refuses_a_student_file_that_does_not_exist(tmp_path):
+    import subprocess
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--student", str(tmp_path / "none.safetensors"),
+                        "--out", str(tmp_path / "g.png")], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "does not exist; give a world model file, or '' for none" in r.stderr
+    assert not (tmp_path / "g.png").exists()
+
+
 @pytest.mark.parametrize("arch", ["unet", "flux"])
 def test_lognormal_timesteps_put_half_the_draws_below_sigma_03(tmp_path, arch):
     """--timesteps lognormal: EDM's ln(sigma) ~ N(-1.2, 1.2^2), mapped to what the model's loss takes; the
