@@ -77,8 +77,15 @@ BLOCKS_TEXT_TOOLTIP = ("Overrides the three switches when not empty. Comma-separ
                        "model runs them (UNet: its text cross-attention layers; FLUX: double blocks first).")
 
 
+REFERENCE_TOOLTIP = ("Optional, beyond the paper: a prompt the negative is measured from, usually an empty CLIP Text "
+                     "Encode. NASA then subtracts what the negative adds to it, alpha * (Z- - Z_ref), instead of the "
+                     "negative's whole attention, which also carries what any prompt implies (the model's defaults), "
+                     "so less of the positive is lost with it. Applies to NASA Negative Conditioning's negatives too; "
+                     "costs a second negative's attention.")
+
+
 def patch(model, alpha, nasa_negative=None, start_percent=0.0, end_percent=1.0,
-          input_blocks=True, middle_block=True, output_blocks=True, blocks=""):
+          input_blocks=True, middle_block=True, output_blocks=True, blocks="", nasa_reference=None):
     if str(blocks).strip():
         chosen = parse_blocks(blocks)
     else:
@@ -89,7 +96,13 @@ def patch(model, alpha, nasa_negative=None, start_percent=0.0, end_percent=1.0,
     if negative is None:
         log.info("NASA: no model-wide negative; only negatives carried by NASA Negative Conditioning apply.")
     extra = nasa_negative[0][1] if negative is not None else None  # HiDream reads its Llama states from here
-    return (apply_nasa(model, negative, alpha, start_percent, end_percent, blocks, negative_extra=extra),)
+    reference = negative_tensor(nasa_reference, "nasa_reference")
+    if nasa_reference is not None and reference is None:
+        log.warning("NASA: the nasa_reference conditioning is empty (zeroed out), so the negative is not measured "
+                    "from a reference: connect CLIP Text Encode with an empty text instead of a zeroed conditioning.")
+    ref_extra = nasa_reference[0][1] if reference is not None else None
+    return (apply_nasa(model, negative, alpha, start_percent, end_percent, blocks, negative_extra=extra,
+                       reference=reference, reference_extra=ref_extra),)
 
 
 MODEL_INPUTS = (Input("model", "MODEL", MODEL_TOOLTIP), alpha_input(),
@@ -109,14 +122,16 @@ MODEL_PATCH_ADVANCED = NodeDef(
     node_id="ApplyNASAModelPatchAdvanced", display_name="Apply NASA Model Patch (Advanced)", function=patch,
     function_name="patch", search_aliases=SEARCH_ALIASES + ("sigma window", "blocks"),
     description=("Apply NASA Model Patch with the part of sampling it acts in (start/end percent, converted with the "
-                 "model sampling in force when sampling) and a choice of blocks."),
+                 "model sampling in force when sampling), a choice of blocks, and optionally a reference prompt the "
+                 "negative is measured from."),
     inputs=MODEL_INPUTS[:2] + (
         Input("start_percent", "FLOAT", "Start of the sampling range NASA acts in (0 = first step).",
               default=0.0, min=0.0, max=1.0, step=0.001),
         Input("end_percent", "FLOAT", "End of the sampling range NASA acts in (1 = last step).",
               default=1.0, min=0.0, max=1.0, step=0.001),
     ) + tuple(Input(name, "BOOLEAN", tip, default=True) for name, tip in BLOCK_TOOLTIPS.items()) + MODEL_INPUTS[2:]
-    + (Input("blocks", "STRING", BLOCKS_TEXT_TOOLTIP, default="", optional=True),),
+    + (Input("blocks", "STRING", BLOCKS_TEXT_TOOLTIP, default="", optional=True),
+       Input("nasa_reference", "CONDITIONING", REFERENCE_TOOLTIP, optional=True)),
     outputs=MODEL_OUTPUT)
 
 NODE_DEFS = [NEGATIVE_CONDITIONING, MODEL_PATCH, MODEL_PATCH_ADVANCED]

@@ -77,6 +77,15 @@ def case_unsupported_release(monkeypatch):
         handle.remove()
 
 
+def case_reference_width():
+    ApplyNASAModelPatchAdvanced().patch(unet(), 0.5, nasa_negative=tk.conditioning(2),
+                                        nasa_reference=tk.conditioning(3, width=32))
+
+
+def case_reference_batch():
+    apply_nasa(unet(), tk.text(2), 0.5, reference=tk.text(3, batch=2))
+
+
 def case_alpha_not_finite():
     ApplyNASAModelPatch().patch(unet(), float("nan"), nasa_negative=tk.conditioning(2))
 

@@ -71,7 +71,8 @@ def test_advanced_node_text_overrides_the_switches_and_old_graphs_keep_their_mea
     inputs = ApplyNASAModelPatchAdvanced.INPUT_TYPES()
     assert list(inputs["required"]) == ["model", "alpha", "start_percent", "end_percent", "input_blocks",
                                         "middle_block", "output_blocks"]  # the widgets saved graphs hold, in order
-    assert list(inputs["optional"]) == ["nasa_negative", "blocks"] and inputs["optional"]["blocks"][1]["default"] == ""
+    assert list(inputs["optional"]) == ["nasa_negative", "blocks", "nasa_reference"]  # new inputs go last, optional
+    assert inputs["optional"]["blocks"][1]["default"] == ""
     old, = node.patch(model, 0.5, neg, 0.0, 1.0, True, False, False)  # a graph saved before the text existed
     new, = node.patch(model, 0.5, neg, 0.0, 1.0, True, False, False, blocks="")
     assert steered(old) == steered(new) == [k for k in steered(apply_nasa(model, neg[0][0], 0.5)) if k[0] == "input"]

@@ -93,8 +93,9 @@ def rotate(x, pe):
     return out.reshape(x.shape)
 
 
-def flux_double_reference(block, img, txt, vec, pe, neg_h, alpha):
-    """(img out, txt out, negative stream out) of one DoubleStreamBlock with NASA ('full+' stream)."""
+def flux_double_reference(block, img, txt, vec, pe, neg_h, alpha, ref_h=None):
+    """(img out, txt out, negative stream out) of one DoubleStreamBlock with NASA ('full+' stream); with a reference
+    prompt's stream ``ref_h``, Z+ - alpha (Z- - Z_ref), and its stream out as a fourth value."""
     h = block.num_heads
     im = lin(F.silu(vec), block.img_mod.lin)[:, None].chunk(6, -1)  # shift, scale, gate, shift2, scale2, gate2
     tm = lin(F.silu(vec), block.txt_mod.lin)[:, None].chunk(6, -1)
@@ -118,19 +119,30 @@ def flux_double_reference(block, img, txt, vec, pe, neg_h, alpha):
     nq, nk = rotate(nq, pe0), rotate(nk, pe0)
     joint = softmax_attention(q, k, v)
     img_attn = joint[:, :, t:] - alpha * softmax_attention(q[:, :, t:], nk, nv)
+    if ref_h is not None:
+        rq, rk, rv = qkv(ref_h, block.txt_attn, tm)
+        rq, rk = rotate(rq, pe0), rotate(rk, pe0)
+        img_attn = img_attn + alpha * softmax_attention(q[:, :, t:], rk, rv)
     txt_attn = joint[:, :, :t]
     img = img + im[2] * lin(merge_heads(img_attn), block.img_attn.proj)
     img = img + im[5] * mlp(block.img_mlp, (1 + im[4]) * ln(img) + im[3])
     txt = txt + tm[2] * lin(merge_heads(txt_attn), block.txt_attn.proj)
     txt = txt + tm[5] * mlp(block.txt_mlp, (1 + tm[4]) * ln(txt) + tm[3])
-    neg_attn = softmax_attention(nq, torch.cat((nk, k[:, :, t:]), 2), torch.cat((nv, v[:, :, t:]), 2))
-    neg_h = neg_h + tm[2] * lin(merge_heads(neg_attn), block.txt_attn.proj)
-    neg_h = neg_h + tm[5] * mlp(block.txt_mlp, (1 + tm[4]) * ln(neg_h) + tm[3])
+
+    def advance(hq, hk, hv, h_):  # a negative text stream's own update ('full+'), over [itself; the image]
+        attn = softmax_attention(hq, torch.cat((hk, k[:, :, t:]), 2), torch.cat((hv, v[:, :, t:]), 2))
+        h_ = h_ + tm[2] * lin(merge_heads(attn), block.txt_attn.proj)
+        return h_ + tm[5] * mlp(block.txt_mlp, (1 + tm[4]) * ln(h_) + tm[3])
+
+    neg_h = advance(nq, nk, nv, neg_h)
+    if ref_h is not None:
+        return img, txt, neg_h, advance(rq, rk, rv, ref_h)
     return img, txt, neg_h
 
 
-def sd3_joint_reference(block, img, txt, c, neg_h, alpha):
-    """(img out, txt out or None, negative stream out or None) of one MMDiT JointBlock with NASA."""
+def sd3_joint_reference(block, img, txt, c, neg_h, alpha, ref_h=None):
+    """(img out, txt out or None, negative stream out or None) of one MMDiT JointBlock with NASA; with a reference
+    prompt's stream ``ref_h``, Z+ - alpha (Z- - Z_ref), and its stream out as a fourth value."""
     cb, xb = block.context_block, block.x_block
     h = xb.attn.num_heads
 
@@ -155,12 +167,17 @@ def sd3_joint_reference(block, img, txt, c, neg_h, alpha):
     q, k, v = torch.cat((tq, iq), 2), torch.cat((tk, ik), 2), torch.cat((tv, iv), 2)
     joint = softmax_attention(q, k, v)
     img_attn = joint[:, :, t:] - alpha * softmax_attention(iq, nk, nv)
+    if ref_h is not None:
+        rq, rk, rv = qkv(cb, ln(ref_h), cm)
+        img_attn = img_attn + alpha * softmax_attention(iq, rk, rv)
     img = post(xb, xm, img, img_attn)
     if cb.pre_only:
-        return img, None, None
+        return (img, None, None) + ((None,) if ref_h is not None else ())
     txt = post(cb, cm, txt, joint[:, :, :t])
-    neg_attn = softmax_attention(nq, torch.cat((nk, ik), 2), torch.cat((nv, iv), 2))
-    return img, txt, post(cb, cm, neg_h, neg_attn)
+    neg_h = post(cb, cm, neg_h, softmax_attention(nq, torch.cat((nk, ik), 2), torch.cat((nv, iv), 2)))
+    if ref_h is not None:
+        return img, txt, neg_h, post(cb, cm, ref_h, softmax_attention(rq, torch.cat((rk, ik), 2), torch.cat((rv, iv), 2)))
+    return img, txt, neg_h
 
 
 class Recorder:
@@ -317,6 +334,43 @@ def test_block_matches_reference_and_chains_previous_patch(name):
             torch.testing.assert_close(out["img"], img, atol=2e-5, rtol=1e-4)
             if txt is not None:
                 torch.testing.assert_close(out["txt"], txt, atol=2e-5, rtol=1e-4)  # text update as without NASA
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3"])
+def test_a_reference_prompt_matches_the_equations(name):
+    """apply_nasa's reference (beyond the paper): Z+ - alpha (Z- - Z_ref) in every steered block, the reference text
+    carried block to block like the negative's ('full+'), against the plain-torch reference; with the reference
+    equal to the negative the steering cancels."""
+    alpha = 0.7
+    if name == "flux":
+        model, width, pooled = flux_patcher(depth=3, single=0), 32, 16
+    else:
+        model, width, pooled = sd3_patcher(depth=3), 48, 16
+    recorder = Recorder()
+    chained = model.clone()
+    for i in range(3):
+        chained.set_model_patch_replace(recorder, "dit", "double_block", i)
+    neg, ref = cond(2, 6, width)[0][0], cond(5, 4, width)[0][0]
+    patched = apply_nasa(chained, neg, alpha, blocks={"double"}, reference=ref)
+    x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
+    ctx, y = cond(1, width=width)[0][0], cond(1, width=width, pooled=pooled)[0][1]["pooled_output"]
+    run_one_call(patched, ctx, y, x)
+    assert len(recorder.calls) == 3
+    dm = model.model.diffusion_model
+    with torch.no_grad():
+        embed = dm.txt_in if name == "flux" else dm.context_embedder
+        neg_h, ref_h = lin(neg, embed), lin(ref, embed)
+        for i, (inp, out) in enumerate(recorder.calls):
+            if name == "flux":
+                img, txt, neg_h, ref_h = flux_double_reference(dm.double_blocks[i], inp["img"], inp["txt"], inp["vec"],
+                                                               inp["pe"], neg_h, alpha, ref_h)
+            else:
+                img, txt, neg_h, ref_h = sd3_joint_reference(dm.joint_blocks[i], inp["img"], inp["txt"], inp["vec"],
+                                                             neg_h, alpha, ref_h)
+            torch.testing.assert_close(out["img"], img, atol=2e-5, rtol=1e-4)
+    plain = run_one_call(model, ctx, y, x)
+    same = run_one_call(apply_nasa(model, neg, alpha, blocks={"double"}, reference=neg), ctx, y, x)
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=0)
 
 
 def _real_width_block_check(name):

@@ -229,3 +229,86 @@ def test_model_loaded_and_sampled_under_inference_mode():
         out = tk.sample(patched, tk.conditioning(1), steps=2)
     assert (out - base).abs().max() > 1e-2
     assert nasa_run(patched).cache.computed == 7  # still projected once per layer
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A reference prompt (apply_nasa's ``reference``, the Advanced node's nasa_reference; beyond the paper)
+
+def plain_torch_reference_model(model, negative, reference, alpha):
+    """A clone whose every text cross-attention computes Z+ - alpha (Z- - Z_ref) in plain torch with the layer's own
+    W_k, W_v, through ComfyUI's attn2 replace slots: the independent computation the patch is checked against."""
+    unet = model.model.diffusion_model
+    groups = (("input", enumerate(unet.input_blocks)), ("middle", [(0, unet.middle_block)]),
+              ("output", enumerate(unet.output_blocks)))
+
+    def attend(q, k, v, heads):
+        b, n, c = q.shape
+        split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
+        p = torch.softmax(split(q) @ split(k).transpose(-1, -2) / (c // heads) ** 0.5, dim=-1)
+        return (p @ split(v).expand(b, -1, -1, -1)).transpose(1, 2).reshape(b, n, c)
+
+    def replacement(attn2):
+        def replace(q, k, v, extra_options):
+            heads = extra_options["n_heads"]
+            z = [attend(q, attn2.to_k(t), attn2.to_v(t), heads) for t in (negative, reference)]
+            return attend(q, k, v, heads) - alpha * (z[0] - z[1])
+        return replace
+
+    plain = model.clone()
+    for name, blocks in groups:
+        for number, block in blocks:
+            for layer in block:
+                for index, tblock in enumerate(getattr(layer, "transformer_blocks", [])):
+                    plain.set_model_attn2_replace(replacement(tblock.attn2), name, number, index)
+    return plain
+
+
+def test_a_reference_prompt_matches_the_equations(model):
+    pos, neg, ref = tk.conditioning(1), tk.text(2), tk.text(5, tokens=3)
+    patched = apply_nasa(model, neg, 0.6, reference=ref)
+    expected = tk.sample(plain_torch_reference_model(model, neg, ref, 0.6), pos, steps=2)
+    rel_err = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    assert rel_err(tk.sample(patched, pos, steps=2), expected) < 1e-5
+    assert rel_err(tk.sample(apply_nasa(model, neg, 0.6), pos, steps=2), expected) > 1e-3  # the reference counts
+    # the reference equal to the negative cancels it; alpha 0 is the unpatched model exactly
+    base = tk.sample(model, pos, steps=2)
+    assert rel_err(tk.sample(apply_nasa(model, neg, 0.6, reference=neg), pos, steps=2), base) < 1e-5
+    assert torch.equal(tk.sample(apply_nasa(model, neg, 0.0, reference=ref), pos, steps=2), base)
+
+
+def test_a_reference_prompt_applies_to_per_prompt_negatives_and_to_cond_rows_only(model):
+    pos, neg, ref = tk.conditioning(1), tk.conditioning(2), tk.conditioning(5, tokens=3)
+    node = ApplyNASAModelPatchAdvanced()
+    model_wide, = node.patch(model, 0.4, nasa_negative=neg, nasa_reference=ref)
+    enabled, = node.patch(model, 0.4, nasa_reference=ref)
+    positive, = NASANegativeConditioning().attach(pos, neg, 0.4)
+    a, b = tk.sample(model_wide, pos, steps=2), tk.sample(enabled, positive, steps=2)
+    assert ((a - b).norm() / a.norm()).item() < 1e-5
+    without = tk.sample(apply_nasa(model, neg[0][0], 0.4), pos, steps=2)
+    assert ((a - without).norm() / a.norm()).item() > 1e-3
+    # under CFG both runs act on the positive (cond) rows: the uncond branch is as without NASA
+    captured = []
+
+    def cfg_fn(args):
+        captured.append(args["uncond_denoised"].clone())
+        return args["uncond_denoised"] + (args["cond_denoised"] - args["uncond_denoised"]) * args["cond_scale"]
+
+    for m in (model, model_wide):
+        m = m.clone()
+        m.set_model_sampler_cfg_function(cfg_fn)
+        tk.sample(m, pos, negative=tk.conditioning(9), steps=1, cfg=4.0)
+    assert torch.equal(captured[0], captured[1])
+
+
+def test_a_bad_or_empty_reference_is_explained(model, caplog):
+    with pytest.raises(NASAInputError, match="reference conditioning is 32 wide .* takes 64"):
+        apply_nasa(model, tk.text(2), 0.5, reference=tk.text(3, width=32))
+    with pytest.raises(NASAInputError, match=r"reference must be one prompt's conditioning, \[1, tokens, width\]"):
+        apply_nasa(model, tk.text(2), 0.5, reference=tk.text(3, batch=2))
+    zeroed = [[torch.zeros(1, 7, 64), {}]]  # ConditioningZeroOut: no reference, and the console says so
+    with caplog.at_level("WARNING", logger="comfyui-nasa"):
+        patched, = ApplyNASAModelPatchAdvanced().patch(model, 0.5, nasa_negative=tk.conditioning(2),
+                                                        nasa_reference=zeroed)
+    assert "nasa_reference conditioning is empty" in caplog.text
+    assert torch.equal(tk.sample(patched, tk.conditioning(1)),
+                       tk.sample(apply_nasa(model, tk.text(2), 0.5), tk.conditioning(1)))

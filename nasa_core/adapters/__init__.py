@@ -1,6 +1,7 @@
 """Family adapters and the one entry point the nodes (and the trainer) call: ``apply_nasa``."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -60,8 +61,15 @@ def negative_tensor(conditioning, what: str = "negative") -> Optional[torch.Tens
 
 def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, start_percent: float = 0.0,
                end_percent: float = 1.0, blocks=ALL_BLOCKS, bound: Optional[float] = None,
-               negative_stream: str = "full+", negative_extra: Optional[dict] = None):
-    """Return a clone of ``model_patcher`` with NASA installed; the input is never modified."""
+               negative_stream: str = "full+", negative_extra: Optional[dict] = None,
+               reference: Optional[torch.Tensor] = None, reference_extra: Optional[dict] = None):
+    """Return a clone of ``model_patcher`` with NASA installed; the input is never modified.
+
+    ``reference`` (an extension beyond the paper; None: off): a prompt, usually the empty one, that every negative
+    is measured from, Z = Z+ - alpha * (Z- - Z_ref), for the model-wide negative and NASA Negative Conditioning's
+    alike. A negative's attention also carries what any prompt implies (the model's priors); the empty prompt's
+    carries only that, so the difference is what the negative adds. Installed as a second NASA run under the
+    main one, in the same layers and sigma window, at a second negative's cost."""
     from .comfy_runtime import NASARun, wrong_width_message
 
     settings = NASASettings(alpha=alpha, negative=negative, start_percent=start_percent,
@@ -69,13 +77,23 @@ def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, st
                             negative_stream=negative_stream, negative_extra=negative_extra)
     adapter = adapter_for(model_patcher)
     width = adapter.context_width(model_patcher)
-    if negative is not None and negative.shape[-1] != width:
-        raise NASAInputError(wrong_width_message(negative.shape[-1], width, family_name(model_patcher)))
+    for tensor, what in ((negative, "negative"), (reference, "reference")):
+        if tensor is not None and tensor.shape[-1] != width:
+            raise NASAInputError(wrong_width_message(tensor.shape[-1], width, family_name(model_patcher), what))
+    if reference is not None and (reference.dim() != 3 or reference.shape[0] != 1):
+        raise NASAInputError(f"the NASA reference must be one prompt's conditioning, [1, tokens, width], got shape "
+                             f"{tuple(reference.shape)}: encode one prompt (usually the empty one) with CLIP Text Encode")
     run_class = getattr(adapter, "run_class", NASARun)  # joint-attention adapters keep more per-call state
-    run = run_class(family_name(model_patcher), settings, width)
     patched = model_patcher.clone()
+    if reference is not None:  # under the main run: its wrapper runs second, its patches give the main run's Z+
+        ref_settings = dataclasses.replace(settings, negative=reference, negative_extra=reference_extra)
+        ref_run = run_class(family_name(model_patcher), ref_settings, width)
+        adapter.install(patched, ref_settings, ref_run)
+    run = run_class(family_name(model_patcher), settings, width)
     count = adapter.install(patched, settings, run)
     if count == 0:
         raise NASAInputError(f"NASA found no text cross-attention layer in blocks {sorted(settings.blocks)} of this "
                              f"{family_name(model_patcher)} model; choose other blocks")
+    if reference is not None:
+        ref_run.follows = run
     return patched

@@ -481,6 +481,9 @@ class NASARun:
         self.slots: List[Tuple[str, object, object]] = []  # (slot kind, key, NASA's patch), filled by install
         self.layer_calls = 0  # NASA layer patches entered in the current call, with or without a state
         self.cacheable = True  # False: project the negative every call (NASA Negative Conditioning's hook)
+        # A reference run (apply_nasa's ``reference``): installed under the main run, it adds alpha * Z_ref on the
+        # rows the main run steers, with the main run's alphas, so the two give Z+ - alpha * (Z- - Z_ref)
+        self.follows: Optional["NASARun"] = None
 
     def __deepcopy__(self, memo):
         return self
@@ -537,6 +540,8 @@ class NASARun:
              model_sampling=None) -> Optional[NASACallState]:
         """Decide what NASA does in this call (pops the per-prompt keys from ``c``). A per-prompt negative takes
         precedence over the model-wide one of this patch and of every NASA patch chained under it."""
+        if self.follows is not None:
+            return self._plan_reference(x, c)
         prompt_neg = c.pop(PROMPT_NEGATIVE_KEY, None)
         prompt_alpha = c.pop(PROMPT_ALPHA_KEY, None)
         prompt_mask, prompt_pooled = c.pop(PROMPT_MASK_KEY, None), c.pop(PROMPT_POOLED_KEY, None)
@@ -587,6 +592,14 @@ class NASARun:
                                  f"give one negative (batch 1) or one per latent (batch {per_chunk})")
         alpha = torch.full((len(rows),), self.settings.alpha, dtype=torch.float32, device=x.device)
         return NASACallState(neg, "model", None if len(rows) == batch else rows, neg_rows, alpha, blocks)
+
+    def _plan_reference(self, x: torch.Tensor, c: dict) -> Optional[NASACallState]:
+        """A reference run acts exactly where its main run (the wrapper around it) acts, with the opposite alphas:
+        the main run's state is in this call's transformer_options, put there before this wrapper runs."""
+        main = c.get("transformer_options", {}).get(self.follows.state_key)
+        if main is None:
+            return None
+        return NASACallState(self._model_negative(x.device), "model", main.rows, None, -main.alpha, main.blocks)
 
     def __call__(self, apply_model, args):
         c = dict(args["c"])
@@ -721,13 +734,13 @@ def comfy_release() -> str:
         return f"a ComfyUI without comfyui_version.py (older than v0.3.30) at {tree}"
 
 
-def wrong_width_message(got: int, expected: int, family: str) -> str:
+def wrong_width_message(got: int, expected: int, family: str, what: str = "negative") -> str:
     known = {768: "CLIP-L (SD1.x)", 1024: "OpenCLIP-H (SD2.x)", 1280: "OpenCLIP-bigG alone (SDXL refiner)",
              2048: "CLIP-L + OpenCLIP-bigG (SDXL)", 4096: "T5-XXL (FLUX, SD3, PixArt, Wan)"}
     got_s = f"{got} ({known[got]})" if got in known else str(got)
     exp_s = f"{expected} ({known[expected]})" if expected in known else str(expected)
-    return (f"NASA: the negative conditioning is {got_s} wide but this {family} model's cross-attention takes "
-            f"{exp_s}: encode the negative with the text encoder loaded with this model")
+    return (f"NASA: the {what} conditioning is {got_s} wide but this {family} model's cross-attention takes "
+            f"{exp_s}: encode the {what} with the text encoder loaded with this model")
 
 
 def install_wrapper(model_patcher, run: NASARun):

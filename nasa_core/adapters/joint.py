@@ -144,10 +144,7 @@ class JointBlockPatch:
     # -- the steering itself, shared by the override and the composed route
     def steer(self, attn, q, k, v, heads, skip_reshape, attend, stream):
         """attn: the joint attention output [B, L, H*D] (modified in place on the steered rows); q/k/v the joint
-        call's inputs ([B, H, L, D] with skip_reshape, else [B, L, H*D]). Returns attn. No stream: nothing to do
-        (the composed route checking itself against the block)."""
-        if stream is None:
-            return attn
+        call's inputs ([B, H, L, D] with skip_reshape, else [B, L, H*D]). Returns attn."""
         t = stream.txt_len
         rows = stream.rows
         seq = 2 if skip_reshape else 1
@@ -177,8 +174,21 @@ class JointBlockPatch:
         if HAS_ATTENTION_OVERRIDE and args.get("transformer_options") is not None:
             out = self._run_with_override(args, extra, stream)
         else:
-            verify_composed_route(self, args, original)
-            block_fn = lambda a: self.family.composed(self, a, stream)  # noqa: E731
+            # NASA patches chained on this route (a reference run under its main run): the outermost composes the
+            # block once and every NASA patch under it adds its steering to that composition
+            outer = getattr(original, "nasa_steering", ())
+            if not outer:  # the block's own forward: checked once per block class
+                verify_composed_route(self, args, original)
+            steering = outer + ((self, stream),)
+
+            def steer(attn, q, k, v, heads, skip_reshape, attend):
+                for patch, its_stream in steering:
+                    attn = patch.steer(attn, q, k, v, heads, skip_reshape, attend, its_stream)
+                return attn
+
+            def block_fn(a):
+                return self.family.composed(self, a, steer)
+            block_fn.nasa_steering = steering
             out = self.previous(args, {**extra, "original_block": block_fn}) if self.previous is not None \
                 else block_fn(args)
         if not self.last:
@@ -226,6 +236,10 @@ def _attend_comfy(heads, skip_reshape, mask=None):
     return attend
 
 
+def _no_steering(attn, *_):
+    return attn
+
+
 # (block class, kind) -> True once the composed route reproduced that block's own forward bit for bit
 _COMPOSED_VERIFIED: dict = {}
 
@@ -244,7 +258,7 @@ def verify_composed_route(patch: "JointBlockPatch", args: dict, original_block) 
             return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.items()}
         with torch.no_grad():
             own = original_block(copy(args))
-            ours = patch.family.composed(patch, copy(args), None)
+            ours = patch.family.composed(patch, copy(args), _no_steering)
         verdict = _COMPOSED_VERIFIED[key] = all(
             (own[name] is None and ours.get(name) is None) or
             (ours.get(name) is not None and own[name].shape == ours[name].shape and torch.equal(own[name], ours[name]))
@@ -352,7 +366,7 @@ class FluxFamily(JointFamily):
             h = h + mod.gate * block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2))
         stream.hidden = h
 
-    def composed(self, patch, args, stream):
+    def composed(self, patch, args, steer):
         """The block from its own submodules, for ComfyUI without an attention override (see module doc), with
         the functions its forward calls where this release has them (``apply_mod``); checked against the block's
         own forward by ``verify_composed_route`` before first use."""
@@ -382,7 +396,7 @@ class FluxFamily(JointFamily):
             txt_q, txt_k = block.txt_attn.norm(txt_q, txt_k, txt_v)
             q, k = apply_rope(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2), pe)
             v = torch.cat((txt_v, img_v), dim=2)
-            attn = patch.steer(joint_attend(q, k, v), q, k, v, heads, True, attend, stream)
+            attn = steer(joint_attend(q, k, v), q, k, v, heads, True, attend)
             txt_attn, img_attn = attn[:, :txt.shape[1]], attn[:, txt.shape[1]:]
             img = img + mod(block.img_attn.proj(img_attn), img_mod1.gate)
             img = img + mod(block.img_mlp(mod(block.img_norm2(img), 1 + img_mod2.scale, img_mod2.shift)), img_mod2.gate)
@@ -398,7 +412,7 @@ class FluxFamily(JointFamily):
         q, k, v = _heads_split(qkv, heads)
         q, k = block.norm(q, k, v)
         q, k = apply_rope(q, k, pe)
-        attn = patch.steer(joint_attend(q, k, v), q, k, v, heads, True, attend, stream)
+        attn = steer(joint_attend(q, k, v), q, k, v, heads, True, attend)
         x = x + mod(block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)), mod_s.gate)
         if x.dtype == torch.float16:
             x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
@@ -432,7 +446,7 @@ class SD3Family(JointFamily):
             return
         stream.hidden = cb.post_attention(stream.neg_attn, *stream.mods)
 
-    def composed(self, patch, args, stream):
+    def composed(self, patch, args, steer):
         """JointBlock's mixing from its public pre_attention/post_attention, for ComfyUI without an override."""
         cb, xb = patch.block.context_block, patch.block.x_block
         context, x, c = args["txt"], args["img"], args["vec"]
@@ -444,7 +458,7 @@ class SD3Family(JointFamily):
         else:
             x_qkv, x_inter = xb.pre_attention(x, c)
         q, k, v = (torch.cat((context_qkv[t], x_qkv[t]), dim=1) for t in range(3))
-        attn = patch.steer(attend(q, k, v), q, k, v, heads, False, attend, stream)
+        attn = steer(attend(q, k, v), q, k, v, heads, False, attend)
         n = context_qkv[0].shape[1]
         context_attn, x_attn = attn[:, :n], attn[:, n:]
         context = None if cb.pre_only else cb.post_attention(context_attn, *context_inter)
