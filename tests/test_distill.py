@@ -219,6 +219,32 @@ def test_nasa_t_student_sees_the_negative_through_nasa(tmp_path):
     assert torch.equal(steered[0], plain[0]) and not torch.allclose(steered[1], plain[1])
 
 
+def test_nasa_t_with_a_reference_measures_the_negative_from_the_empty_prompt(tmp_path):
+    """--nasa-reference: the student's NASA is Z+ - alpha (Z- - Z_empty), the model apply_nasa builds with the empty
+    prompt as reference (checked against plain torch in test_unet_adapter.py); the empty prompt as the negative
+    cancels."""
+    from comfyui_nasa.nasa_core.adapters import apply_nasa
+    from comfyui_nasa.nasa_core.distill.models import model_conds, predict_x0, student_input
+    d = Distiller(tiny(tmp_path, nasa_reference=True))
+    z = torch.randn(2, d.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    x = student_input(d.student_run, z)
+    pos = d.text.batch(["a shape", "two shapes"], "cpu")
+    neg, empty = d.text.batch(["red", "circle"], "cpu")[0], d.text.batch([""], "cpu")[0]
+    s = torch.full((2,), float(d.student_run.get_model_object("model_sampling").sigma_max))
+    conds = model_conds(d.student_run, pos[0], pos[1], x)
+    with torch.no_grad():
+        plain = predict_x0(d.student_model, x, s, conds)
+        steered = predict_x0(d.student_run, x, s, conds, negative=neg, alpha=torch.tensor([0.0, 1.0]))
+        expected = predict_x0(apply_nasa(d.student_model, neg[1:], 1.0, reference=empty), x[1:], s[1:],
+                              {k: v[1:] for k, v in conds.items()})
+        cancelled = predict_x0(d.student_run, x, s, conds, negative=empty.expand(2, -1, -1), alpha=torch.ones(2))
+    assert torch.equal(steered[0], plain[0])
+    torch.testing.assert_close(steered[1:], expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(steered[1:], predict_x0(apply_nasa(d.student_model, neg[1:], 1.0), x[1:], s[1:],
+                                                      {k: v[1:] for k, v in conds.items()}), atol=1e-4)
+    torch.testing.assert_close(cancelled, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path):
     d = Distiller(tiny(tmp_path))
     d.train_step()
@@ -372,6 +398,7 @@ def test_a_student_of_a_world_v2_teacher_loads_as_its_teacher_does(tmp_path, arc
     ({"t_min": 0.0}, "time range"),
     ({"model_kind": "onnx"}, "model_kind must be"),
     ({"resolution": 100}, "multiple of 8"),
+    ({"nasa_reference": True, "nasa_t": False}, "nasa_reference .* needs --nasa-t"),
 ])
 def test_bad_configuration_is_refused(values, message):
     with pytest.raises(ConfigError, match=message):

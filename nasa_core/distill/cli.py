@@ -105,7 +105,8 @@ def sample_grid(trainer, path: Path):
     state = trainer.student_lora.active() if trainer.student_lora is not None else contextlib.nullcontext()
     rows = [model]
     if negative_text:
-        rows.append(apply_nasa(model, encode(clip, negative_text)[0][0], cfg.sample_alpha))
+        reference = encode(clip, "")[0][0] if cfg.nasa_reference else None
+        rows.append(apply_nasa(model, encode(clip, negative_text)[0][0], cfg.sample_alpha, reference=reference))
     size = trainer.latent_size()
     empty = encode(clip, "")
     images = []

@@ -31,6 +31,7 @@ class DistillConfig:
     nasa_t: bool = True                  # NASA inside the student with the negative at alpha ~ U(alpha_min, alpha_max)
     alpha_min: float = 0.0
     alpha_max: float = 1.0
+    nasa_reference: bool = False         # NASA-T (beyond the paper): the student's negative measured from the empty prompt, Z+ - alpha (Z- - Z_empty), as the Advanced node's nasa_reference does at inference
     teacher_negative: bool = True        # the negative prompt replaces the empty prompt in the teacher's guidance (eq. 5)
     lora_teacher_negative: bool = False  # guide the LoRA teacher with the negative too (the paper found: better without)
     t_min: float = 0.02                  # diffusion time range sampled for the VSD and LoRA losses (fraction of the schedule)
@@ -87,6 +88,8 @@ class DistillConfig:
             problems.append(f"kappa range is empty: kappa_min {self.kappa_min} > kappa_max {self.kappa_max}")
         if not 0 <= self.alpha_min <= self.alpha_max:
             problems.append(f"alpha range must satisfy 0 <= alpha_min <= alpha_max, got {self.alpha_min}, {self.alpha_max}")
+        if self.nasa_reference and not self.nasa_t:
+            problems.append("nasa_reference measures NASA-T's negative from the empty prompt: it needs --nasa-t")
         if not 0 < self.t_min < self.t_max < 1:
             problems.append(f"time range must satisfy 0 < t_min < t_max < 1, got {self.t_min}, {self.t_max}")
         if self.lr_student <= 0 or self.lr_lora <= 0:

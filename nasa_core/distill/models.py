@@ -169,9 +169,10 @@ def predict_x0(model_patcher, x: torch.Tensor, sigma: torch.Tensor, conds: dict,
     return base.apply_model(x, sigma, **c)
 
 
-def with_nasa(model_patcher):
-    """A clone with NASA installed for per-prompt negatives only (the trainer passes them per sample)."""
-    return apply_nasa(model_patcher, negative=None, alpha=0.0)
+def with_nasa(model_patcher, reference: Optional[torch.Tensor] = None):
+    """A clone with NASA installed for per-prompt negatives only (the trainer passes them per sample), each measured
+    from ``reference`` when given (apply_nasa's reference)."""
+    return apply_nasa(model_patcher, negative=None, alpha=0.0, reference=reference)
 
 
 # ---------------------------------------------------------------------------------------------------------

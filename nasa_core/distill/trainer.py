@@ -91,7 +91,8 @@ class Distiller:
         self.lora_teacher.to(self.device)
         if self.student_lora is not None:
             self.student_lora.to(self.device)
-        self.student_run = with_nasa(self.student_model) if cfg.nasa_t else self.student_model
+        reference = self.text.batch([""], self.device)[0] if cfg.nasa_t and cfg.nasa_reference else None
+        self.student_run = with_nasa(self.student_model, reference) if cfg.nasa_t else self.student_model
 
         self.student_net = _Trainable(student_params_owner)
         self.lora_net = _Trainable(self.lora_teacher)
