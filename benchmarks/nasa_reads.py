@@ -22,7 +22,10 @@ def main(argv=None):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
-    p.add_argument("--pairs", type=int, default=4, help="the first N of the world's removal pairs")
+    p.add_argument("--pairs", type=int, nargs="+", default=[4],
+                   help="the first N of the world's removal pairs, or (several numbers) those pairs, counted from 1")
+    p.add_argument("--reference-prompt", default=None,
+                   help='measure the negative from this prompt (apply_nasa reference; "" = the empty prompt)')
     p.add_argument("--n", type=int, default=60, help="images per pair and alpha")
     p.add_argument("--seed", type=int, default=100, help="sampling seed (100: tuning)")
     args = p.parse_args(argv)
@@ -34,10 +37,13 @@ def main(argv=None):
     spec = world.world_spec(checkpoint_world(args.checkpoint))
     model, clip, _ = load_world_checkpoint(args.checkpoint)
     empty = encode(clip, "")
-    for positive, negative in world.BENCHMARK_PAIRS[spec.name][: args.pairs]:
+    pairs = world.BENCHMARK_PAIRS[spec.name]
+    pairs = pairs[: args.pairs[0]] if len(args.pairs) == 1 else [pairs[i - 1] for i in args.pairs]
+    reference = None if args.reference_prompt is None else encode(clip, args.reference_prompt)[0][0]
+    for positive, negative in pairs:
         pos, neg = encode(clip, positive), encode(clip, negative)
         for alpha in args.alphas:
-            m = apply_nasa(model, neg[0][0], alpha) if alpha else model
+            m = apply_nasa(model, neg[0][0], alpha, reference=reference) if alpha else model
             latents = sample_latents(m, pos, empty, args.steps, 1.0, args.seed, args.n)
             reads = world.read_attributes(images_from_latents(latents), spec)
             tally = {k: collections.Counter(str(r.get(k)) for r in reads).most_common(4) for k in ATTRIBUTES}

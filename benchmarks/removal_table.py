@@ -14,8 +14,8 @@ What each method means here (the same model, sampled through comfy.sample as KSa
   CFG   the negative prompt as CFG's negative, cfg KAPPA (what users try on one-step models); one cell
         per --cfg-kappas value
   NASA  as none, plus Apply NASA Model Patch with the negative prompt at alpha (one cell per --alphas
-        value and per --bounds value; --blocks, --start-percent, --end-percent, --negative-stream go to
-        apply_nasa as the Advanced node sends them)
+        value and per --bounds value; --blocks, --start-percent, --end-percent, --negative-stream and
+        --reference-prompt go to apply_nasa as the Advanced node sends them)
 The checkpoint's architecture (UNet or joint-attention Flux) and world (v1 or v2; the pairs differ: world v2
 has eight, covering colour, shape, background, size, position, count and quality, each negative the prior's
 dominant value) come from the file. Images are read by the world's pixel-level reader
@@ -83,6 +83,8 @@ def run(args):
             m, negative, cfg = model, neg, scale
         else:
             extra = dict(nasa_options, **({"bound": bound} if bound is not None else {}))
+            if args.reference_prompt is not None:
+                extra["reference"] = encode(clip, args.reference_prompt)[0][0]
             m, negative, cfg = apply_nasa(model, neg[0][0], alpha, **extra), empty, base_cfg
         latents = sample_latents(m, pos, negative, steps, cfg, args.seed, args.n)
         images = images_from_latents(latents)
@@ -110,6 +112,8 @@ def run(args):
     knobs = "".join(f", {k.replace('_', ' ')} {sorted(v) if k == 'blocks' else v}" for k, v in nasa_options.items())
     if bounds != [None]:
         knobs += ", bound " + " / ".join("none" if b is None else f"{b:g}" for b in bounds)
+    if args.reference_prompt is not None:
+        knobs += f', the negative measured from the prompt "{args.reference_prompt}" (reference)'
     lines = [f"Removal of the negative's attribute on the world model `{Path(args.checkpoint).name}`"
              f"{' (joint attention, Flux classes)' if arch == 'flux' else ''} (world {spec.name}), "
              f"{args.n} images per prompt pair and cell, {len(pairs)} pairs pooled, {scales}{knobs}, CFG kappa "
@@ -131,6 +135,7 @@ def run(args):
                                                     "alpha": args.alpha, "alphas": alphas, "bounds": bounds,
                                                     "nasa_options": {k: sorted(v) if k == "blocks" else v
                                                                      for k, v in nasa_options.items()},
+                                                    "reference_prompt": args.reference_prompt,
                                                     "kappa": args.kappa, "cfg_kappas": kappas, "n": args.n, "seed": args.seed,
                                                     "seconds": seconds, "cells": cells,
                                                     "summary": [{"steps": s_, "method": m_,
@@ -182,6 +187,9 @@ def main(argv=None):
     p.add_argument("--start-percent", type=float, default=None, help="NASA sigma window start")
     p.add_argument("--end-percent", type=float, default=None, help="NASA sigma window end")
     p.add_argument("--negative-stream", default=None, help="joint-attention adapters: how the negative text advances")
+    p.add_argument("--reference-prompt", default=None,
+                   help='NASA measures the negative from this prompt (apply_nasa reference, the Advanced node\'s '
+                        'nasa_reference; "" = the empty prompt); default: none, the paper\'s equation')
     p.add_argument("--kappa", type=float, default=3.0, help="CFG scale (also 'none' at the full step count)")
     p.add_argument("--cfg-kappas", type=float, nargs="+", default=None,
                    help="one CFG cell per scale, e.g. 1.5 3 (default: --kappa)")
