@@ -1,8 +1,8 @@
 """The embedded-default demo: NASA on a real ComfyUI model, with no downloaded weights.
 
 With the bundled world model (models/nasa_world_teacher.safetensors, trained here on 64x64 images of
-coloured shapes), it samples the first three of its world's prompt / negative pairs with none / CFG / NASA at
-1, 4 and 20 steps through comfy.sample (as KSampler does), and the same at 1 step with the bundled one-step
+coloured shapes), it samples the first three of its world's prompt / negative pairs with none / CFG / NASA (and
+NASA with the negative measured from the empty prompt, the Advanced node's nasa_reference) at 1, 4 and 20 steps through comfy.sample (as KSampler does), and the same at 1 step with the bundled one-step
 NASA-T student distilled from it (models/nasa_world_student_nasa_t.safetensors), prints how many images of
 each cell show a shape and are free of the negative's attribute (read from the pixels), and writes the images
 side by side as a labelled PNG grid. ``--teacher`` / ``--student`` take other world models (e.g. the
@@ -38,7 +38,7 @@ def world_demo(args):
         models["NASA-T student"] = load_world_checkpoint(str(args.student))[0]
     empty = encode(clip, "")
     runs = [("teacher", steps) for steps in (1, 4, 20)] + [("NASA-T student", 1)] * ("NASA-T student" in models)
-    methods = ("none", "CFG", "NASA")
+    methods = ("none", "CFG", "NASA", "NASA, reference")
     cells, notes, labels, table = [], [], [], []
     for pos_text, neg_text in tqdm(world.BENCHMARK_PAIRS[spec.name][:DEMO_PAIRS], desc="prompts"):
         pos, neg = encode(clip, pos_text), encode(clip, neg_text)
@@ -49,7 +49,10 @@ def world_demo(args):
             row, row_notes, counts = [], [], []
             for method in methods:
                 m, negative, cfg = {"none": (mm, empty, base_cfg), "CFG": (mm, neg, args.cfg),
-                                    "NASA": (apply_nasa(mm, neg[0][0], args.alpha), empty, base_cfg)}[method]
+                                    "NASA": (apply_nasa(mm, neg[0][0], args.alpha), empty, base_cfg),
+                                    # the negative measured from the empty prompt (the Advanced node's nasa_reference)
+                                    "NASA, reference": (apply_nasa(mm, neg[0][0], args.alpha, reference=empty[0][0]),
+                                                        empty, base_cfg)}[method]
                 images = images_from_latents(sample_latents(m, pos, negative, steps, cfg, args.seed, args.per_cell))
                 # free: shows a shape and not the negative (a blank image is never free of it)
                 free = sum(world.free_of(r, unwanted) for r in world.read_attributes(images, spec))
@@ -60,7 +63,8 @@ def world_demo(args):
             notes.append(row_notes)
             labels.append(f'"{pos_text}"\nminus "{neg_text}"\n{who}, {steps} step{"s" if steps > 1 else ""}')
             table.append((f"{pos_text} / minus {neg_text}", f"{who}, {steps} step{'s' if steps > 1 else ''}", counts))
-    heads = ["none (no negative)", f"CFG {args.cfg:g} (negative in CFG)", f"NASA α {args.alpha:g} (negative inside)"]
+    heads = ["none (no negative)", f"CFG {args.cfg:g} (negative in CFG)", f"NASA α {args.alpha:g} (negative inside)",
+             f"NASA α {args.alpha:g}, from the empty prompt"]
     widths = [max(len(t[0]) for t in table), max(len(t[1]) for t in table)] + [len(h) for h in heads]
     print(f"\nImages free of the negative's attribute (and showing a shape), read from the pixels ({args.per_cell} "
           f"per cell; the 20-step "

@@ -209,12 +209,13 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.exists() and out.stat().st_size > 1000
     assert "Images free of the negative" in r.stdout
-    table = [line for line in r.stdout.splitlines() if line.count(" | ") == 4]
+    table = [line for line in r.stdout.splitlines() if line.count(" | ") == 5]
     assert table[0].split(" | ")[2].startswith("none") and len(table) == 1 + 3 * 4  # header, 3 pairs x 4 runs
+    assert "from the empty prompt" in table[0].split(" | ")[5]
     from PIL import Image
-    with Image.open(out) as grid:  # labelled, and it fits a screen: 3 method columns of 128-px tiles
+    with Image.open(out) as grid:  # labelled, and it fits a screen: 4 method columns of 128-px tiles
         width, height = grid.size
-    assert 600 < width < 1400 and height < 2200, (width, height)
+    assert 700 < width < 1800 and height < 2200, (width, height)
 
 
 def test_labelled_grid_layout(tmp_path):
