@@ -62,12 +62,13 @@ def wrong_negative(truth: dict) -> str:
 
 def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=None, progress: str = "",
              spec=None, negative: str = "", scheduler: str = "normal", sampler: str = "euler",
-             name_quality: bool = True, cfg_negative: str = ""):
+             name_quality: bool = True, cfg_negative: str = "", reference=None):
     """Reads of ``n`` all-attribute prompts: {"shares": per-attribute Share and "all", "named": Share (shows the
     subject and every named attribute), "clean": Share, "quality_score": Mean, "reads": [...], and per sample
     its "images" ([1, 3, H, W]), "prompts" and "truths"}.
     ``name_quality=False``: the prompts leave quality unnamed and "all" covers the other attributes;
-    ``cfg_negative``: CFG's negative prompt (default empty), for a multi-step row sampled with a negative."""
+    ``cfg_negative``: CFG's negative prompt (default empty), for a multi-step row sampled with a negative;
+    ``reference``: NASA-I measures its negative from this prompt (apply_nasa's reference; None: the paper's)."""
     from tqdm import tqdm
     from comfyui_nasa.nasa_core import world
     from comfyui_nasa.nasa_core.adapters import apply_nasa
@@ -75,12 +76,13 @@ def evaluate(loaded, n: int, steps: int, kappa: float, seed: int, nasa_alpha=Non
     spec = spec or world.V1_SPEC
     model, clip, _ = loaded
     uncond = encode(clip, cfg_negative)
+    ref = None if reference is None else encode(clip, reference)[0][0]
     prompts, truths = prompts_and_truths(n, seed, spec, name_quality)
     reads, images = [], []
     for i, (prompt, truth) in enumerate(tqdm(list(zip(prompts, truths)), desc=progress or f"{steps} steps")):
         m = model
         if nasa_alpha:
-            m = apply_nasa(model, encode(clip, negative or wrong_negative(truth))[0][0], nasa_alpha)
+            m = apply_nasa(model, encode(clip, negative or wrong_negative(truth))[0][0], nasa_alpha, reference=ref)
         latents = sample_latents(m, encode(clip, prompt), uncond, steps, kappa, seed + i, 1, sampler=sampler,
                                  scheduler=scheduler)
         images.append(images_from_latents(latents))
@@ -124,6 +126,9 @@ def main(argv=None):
     p.add_argument("--kappa", type=float, default=3.0, help="CFG scale")
     p.add_argument("--nasa-alpha", type=float, default=None, help="NASA-I with a wrong-colour-and-shape negative")
     p.add_argument("--quality-negative", action="store_true", help="NASA-I with the generic quality negative")
+    p.add_argument("--reference-prompt", default=None,
+                   help='NASA-I measures its negative from this prompt ("" = the empty prompt; default: the paper\'s)')
+    p.add_argument("--unnamed-quality", action="store_true", help="prompts leave quality unnamed (Table 3's)")
     p.add_argument("--seed", type=int, default=REPORT_SEED)
     p.add_argument("--world", default=None, help="v1 or v2 (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=1)
@@ -138,16 +143,20 @@ def main(argv=None):
     spec = world.world_spec(args.world or world_of(args.checkpoint))
     loaded = load_world_checkpoint(args.checkpoint)
     negative = QUALITY_NEGATIVE if args.quality_negative else ""
-    name = Path(args.checkpoint).name + (f" + NASA-I {args.nasa_alpha:g}" if args.nasa_alpha else "")
+    name = Path(args.checkpoint).name + (f" + NASA-I {args.nasa_alpha:g}" if args.nasa_alpha else "") + \
+        (f', from "{args.reference_prompt}"' if args.nasa_alpha and args.reference_prompt is not None else "")
     rows = [(name, s, args.kappa, evaluate(loaded, args.n, s, args.kappa, args.seed, args.nasa_alpha, spec=spec,
-                                           negative=negative)) for s in args.steps]
+                                           negative=negative, reference=args.reference_prompt,
+                                           name_quality=not args.unnamed_quality)) for s in args.steps]
     keys = world.named_attributes(spec)
-    lines = [f"Attribute accuracy of `{name}` (world {spec.name}): {args.n} prompts naming every attribute, one "
+    lines = [f"Attribute accuracy of `{name}` (world {spec.name}): {args.n} prompts naming every attribute"
+             f"{' but quality' if args.unnamed_quality else ''}, one "
              f"image each, seeds {args.seed}..{args.seed + args.n - 1}, read by the pixel reader; 95% Wilson "
              "intervals in brackets.", ""] + table(rows, keys)
     write_report(args.out, "\n".join(lines), {"checkpoint": str(args.checkpoint), "world": spec.name, "n": args.n,
                                               "kappa": args.kappa, "nasa_alpha": args.nasa_alpha, "seed": args.seed,
-                                              "negative": negative,
+                                              "negative": negative, "reference_prompt": args.reference_prompt,
+                                              "unnamed_quality": args.unnamed_quality,
                                               "results": {str(s): as_json(ev) for _, s, _, ev in rows}})
 
 
