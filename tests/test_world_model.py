@@ -252,6 +252,26 @@ def test_removal_table_runs_at_tiny_n(tmp_path):
 
 
 @pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")
+def test_removal_table_and_nasa_reads_take_a_reference_prompt(tmp_path):
+    """--reference-prompt "" reaches apply_nasa (the run says so in its table and JSON); nasa_reads takes chosen
+    pairs, counted from 1."""
+    import json
+    import subprocess
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "removal_table.py"), "--n", "2", "--steps", "1",
+                        "--pairs", "1", "--alphas", "1", "--cfg-kappas", "3", "--reference-prompt", "",
+                        "--out", str(tmp_path / "ref")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "ref.json").read_text())["reference_prompt"] == ""
+    assert 'the negative measured from the prompt "" (reference)' in (tmp_path / "ref.md").read_text()
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nasa_reads.py"), "--checkpoint", str(BUNDLED),
+                        "--n", "2", "--pairs", "3", "5", "--alphas", "1", "--reference-prompt", ""],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [line.split(":")[0] for line in r.stdout.strip().splitlines()] == \
+        [f'"{p}" minus "{n}", alpha 1' for p, n in (world.V2_PAIRS[2], world.V2_PAIRS[4])]
+
+
+@pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled world teacher is not in models/ yet")
 def test_table2_summary_sets_removal_runs_side_by_side(tmp_path):
     """Two removal runs -> one row per model and step count, every method a column of "free / keeps" with
     intervals, and the plot; a --runs item without a file is refused before anything is read."""
