@@ -50,6 +50,9 @@ def plot(runs, path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     steps_all = sorted({int(r["steps"]) for _, run in runs for r in run["summary"]})
+    top = max([float(r["method"].split()[1]) for _, run in runs for r in run["summary"]
+               if r["method"].startswith("NASA ") and "bound" not in r["method"]] or [1.0])
+    cfg_x = top * 1.12  # CFG's markers right of the largest alpha
     fig, axes = plt.subplots(1, len(steps_all), figsize=(5.5 * len(steps_all), 4), squeeze=False)
     for ax, steps in zip(axes[0], steps_all):
         for i, (label, run) in enumerate(runs):
@@ -65,7 +68,7 @@ def plot(runs, path: Path):
             ax.plot(xs, [100 * r["keeps_positive"]["p"] for _, r in nasa], "--s", color=colour, ms=3,
                     label=f"{label}: keeps")
             for j, r in enumerate(r for r in rows if r["method"].startswith("CFG")):
-                x = 1.12 + 0.06 * j
+                x = cfg_x + 0.06 * top * j
                 ax.plot([x], [100 * r["free_of_negative"]["p"]], "o", color=colour, mfc="none")
                 ax.plot([x], [100 * r["keeps_positive"]["p"]], "s", color=colour, mfc="none")
         ax.axhline(95, color="grey", lw=0.5, ls=":")
