@@ -303,11 +303,9 @@ def test_unsupported_family_is_named():
         adapter_for(model)
 
 
-@pytest.mark.parametrize("name", ["flux", "sd3"])
-def test_block_matches_reference_and_chains_previous_patch(name):
-    """Small widths, 3 blocks: every block's NASA output against the plain-torch reference, with the negative
-    stream carried block to block by the reference ('full+'); a dit patch already in each slot keeps running."""
-    alpha = 0.7
+def three_recorded_blocks(name):
+    """A 3-block FLUX or SD3 model with a Recorder already in every double-block slot: (model, text width, pooled
+    width, the recorder, the clone holding it)."""
     if name == "flux":
         model, width, pooled = flux_patcher(depth=3, single=0), 32, 16
     else:
@@ -316,6 +314,15 @@ def test_block_matches_reference_and_chains_previous_patch(name):
     chained = model.clone()
     for i in range(3):
         chained.set_model_patch_replace(recorder, "dit", "double_block", i)
+    return model, width, pooled, recorder, chained
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3"])
+def test_block_matches_reference_and_chains_previous_patch(name):
+    """Small widths, 3 blocks: every block's NASA output against the plain-torch reference, with the negative
+    stream carried block to block by the reference ('full+'); a dit patch already in each slot keeps running."""
+    alpha = 0.7
+    model, width, pooled, recorder, chained = three_recorded_blocks(name)
     neg = cond(2, 6, width)[0][0]
     patched = apply_nasa(chained, neg, alpha, blocks={"double"})  # all 3 blocks (the default would steer block 0)
     x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -342,14 +349,7 @@ def test_a_reference_prompt_matches_the_equations(name):
     carried block to block like the negative's ('full+'), against the plain-torch reference; with the reference
     equal to the negative the steering cancels."""
     alpha = 0.7
-    if name == "flux":
-        model, width, pooled = flux_patcher(depth=3, single=0), 32, 16
-    else:
-        model, width, pooled = sd3_patcher(depth=3), 48, 16
-    recorder = Recorder()
-    chained = model.clone()
-    for i in range(3):
-        chained.set_model_patch_replace(recorder, "dit", "double_block", i)
+    model, width, pooled, recorder, chained = three_recorded_blocks(name)
     neg, ref = cond(2, 6, width)[0][0], cond(5, 4, width)[0][0]
     patched = apply_nasa(chained, neg, alpha, blocks={"double"}, reference=ref)
     x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
