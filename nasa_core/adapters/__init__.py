@@ -69,7 +69,8 @@ def apply_nasa(model_patcher, negative: Optional[torch.Tensor], alpha: float, st
     is measured from, Z = Z+ - alpha * (Z- - Z_ref), for the model-wide negative and NASA Negative Conditioning's
     alike. A negative's attention also carries what any prompt implies (the model's priors); the empty prompt's
     carries only that, so the difference is what the negative adds. Installed as a second NASA run under the
-    main one, in the same layers and sigma window, at a second negative's cost."""
+    main one, in the same layers and sigma window, at a second negative's cost (with ``bound``, each of the two
+    terms is capped on its own)."""
     from .comfy_runtime import NASARun, wrong_width_message
 
     settings = NASASettings(alpha=alpha, negative=negative, start_percent=start_percent,
