@@ -59,6 +59,7 @@ def run(args):
     arch = meta.get("arch", "unet")
     spec = world.world_spec(args.world or meta.get("world", "v1"))
     empty = encode(clip, "")
+    reference = None if args.reference_prompt is None else encode(clip, args.reference_prompt)[0][0]
     pairs = WORLD_PAIRS[spec.name][: args.pairs]
     alphas = args.alphas or [args.alpha]
     bounds = [None if b.lower() == "none" else float(b) for b in args.bounds] if args.bounds else [None]
@@ -83,8 +84,8 @@ def run(args):
             m, negative, cfg = model, neg, scale
         else:
             extra = dict(nasa_options, **({"bound": bound} if bound is not None else {}))
-            if args.reference_prompt is not None:
-                extra["reference"] = encode(clip, args.reference_prompt)[0][0]
+            if reference is not None:
+                extra["reference"] = reference
             m, negative, cfg = apply_nasa(model, neg[0][0], alpha, **extra), empty, base_cfg
         latents = sample_latents(m, pos, negative, steps, cfg, args.seed, args.n)
         images = images_from_latents(latents)

@@ -2,10 +2,11 @@
 
 With the bundled world model (models/nasa_world_teacher.safetensors, trained here on 64x64 images of
 coloured shapes), it samples the first three of its world's prompt / negative pairs with none / CFG / NASA (and
-NASA with the negative measured from the empty prompt, the Advanced node's nasa_reference) at 1, 4 and 20 steps through comfy.sample (as KSampler does), and the same at 1 step with the bundled one-step
-NASA-T student distilled from it (models/nasa_world_student_nasa_t.safetensors), prints how many images of
-each cell show a shape and are free of the negative's attribute (read from the pixels), and writes the images
-side by side as a labelled PNG grid. ``--teacher`` / ``--student`` take other world models (e.g. the
+NASA with the negative measured from the empty prompt, the Advanced node's nasa_reference) at 1, 4 and 20
+steps through comfy.sample (as KSampler does), and the same at 1 step with the bundled one-step NASA-T student
+distilled from it (models/nasa_world_student_nasa_t.safetensors), prints how many images of each cell show a
+shape and are free of the negative's attribute (read from the pixels), and writes the images side by side as a
+labelled PNG grid. ``--teacher`` / ``--student`` take other world models (e.g. the
 FLUX-class pair, models/nasa_world_flux.safetensors and models/nasa_world_flux_student_nasa_t.safetensors).
 
     python scripts/demo.py [--out out/demo_grid.png]

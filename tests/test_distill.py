@@ -533,3 +533,8 @@ def test_sample_grid_shows_the_fixed_prompts_plain_and_with_nasa(tmp_path):
     assert grid.shape == (2 * 64 * 2, len(prompts) * 64 * 2, 3)  # top row plain, bottom row NASA, scale 2
     plain, steered = grid[:128], grid[128:]
     assert not torch.equal(plain, steered)
+    # a --nasa-reference run's grid shows its own NASA, the negative measured from the empty prompt
+    d_ref = Distiller(tiny(tmp_path / "ref", nasa_reference=True))
+    sample_grid(d_ref, tmp_path / "grid_ref.png")
+    grid_ref = torch.from_numpy(np.array(Image.open(tmp_path / "grid_ref.png"))).float()
+    assert torch.equal(grid_ref[:128], plain) and not torch.equal(grid_ref[128:], steered)

@@ -104,11 +104,11 @@ def sample_grid(trainer, path: Path):
     model = trainer.student_model if trainer.student_lora is None else trainer.teacher.model
     state = trainer.student_lora.active() if trainer.student_lora is not None else contextlib.nullcontext()
     rows = [model]
+    empty = encode(clip, "")
     if negative_text:
-        reference = encode(clip, "")[0][0] if cfg.nasa_reference else None
+        reference = empty[0][0] if cfg.nasa_reference else None
         rows.append(apply_nasa(model, encode(clip, negative_text)[0][0], cfg.sample_alpha, reference=reference))
     size = trainer.latent_size()
-    empty = encode(clip, "")
     images = []
     with state, torch.no_grad():
         for m in rows:
