@@ -420,3 +420,32 @@ def test_world_ablations_read_a_training_checkpoint_at_tiny_n(tmp_path):
     payload = json.loads((tmp_path / "abl_k1.5.json").read_text())["rows"]
     left = [row["denoise"] for row in payload if "denoise" in row][0]
     assert all(0 < v[k] < 50 for v in left.values() for k in ("left_dc", "left_ac", "left_clean_dc", "left_clean_ac"))
+
+
+@pytest.mark.parametrize("arch", ["unet", "flux"])
+def test_pixel_channel_weights_make_the_loss_the_decoded_images_error(tmp_path, arch):
+    """--channel-weight pixel: the weighted mean of a latent error, in the model's per-channel scaled units, is
+    the decoded image's mean squared error up to one constant (checked against the codec itself, for random
+    errors of very different shapes); pixel-sqrt sits between it and equal; equal is the old loss, exactly."""
+    from comfyui_nasa.nasa_core.world_model.train import channel_weights
+    trainer = WorldTrainer(tiny(tmp_path / arch, arch=arch, world="v2", latent_norm="channel", channel_weight="pixel"))
+    fmt = trainer.base.latent_format
+    g = torch.Generator().manual_seed(3)
+    ratios = []
+    for scale in (torch.ones(48), torch.rand(48, generator=g) * 5, (torch.arange(48) % 16 == 0).float() + 0.01):
+        err = torch.randn(64, 48, 8, 8, generator=g) * scale.view(1, -1, 1, 1)  # an error in the model's units
+        pixel_mse = (wm.from_latent(fmt.process_out(err)) ** 2).mean()
+        ratios.append(float((err ** 2 * trainer.channel_weight).mean() / pixel_mse))
+    assert max(ratios) / min(ratios) < 1.02, ratios
+    w = trainer.channel_weight.flatten()
+    assert abs(float(w.mean()) - 1) < 1e-5 and float(w[::16].sum() / w.sum()) > 0.9  # the DC carries the image
+    sqrt = channel_weights("pixel-sqrt", trainer.latent_std).flatten()
+    assert torch.allclose(sqrt, (w.sqrt() / w.sqrt().mean()), rtol=1e-4)
+    assert channel_weights("equal", trainer.latent_std) is None
+    assert trainer.train_step() > 0
+    plain, same = (WorldTrainer(tiny(tmp_path / f"{arch}{i}", arch=arch, world="v2", latent_norm="channel")) for i in (0, 1))
+    same.channel_weight = torch.ones(1, 48, 1, 1)
+    batch = plain.batch(0)
+    torch.testing.assert_close(plain.loss(*batch), same.loss(*batch))
+    with pytest.raises(ValueError, match="channel_weight must be one of"):
+        TrainConfig(channel_weight="dc").check()

@@ -168,26 +168,31 @@ def _noised_call(flux: nn.Module, x0, context, u, noise):
     return flux((x0 + sigma * noise) * scale, t, context=context, y=context.mean(dim=1), guidance=None), sigma, scale
 
 
+def _mean(err2: torch.Tensor, channel_weight: Optional[torch.Tensor]) -> torch.Tensor:
+    return err2.mean() if channel_weight is None else (err2 * channel_weight).mean()
+
+
 def v_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, u: torch.Tensor,
-           noise: torch.Tensor) -> torch.Tensor:
-    """v-prediction loss: the output must make ComfyUI's V_PREDICTION denoised equal x0."""
+           noise: torch.Tensor, channel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """v-prediction loss: the output must make ComfyUI's V_PREDICTION denoised equal x0. ``channel_weight``:
+    [1, C, 1, 1] weights of the latent channels (train.channel_weights; None: equal)."""
     pred, sigma, scale = _noised_call(flux, x0, context, u, noise)
     s = SIGMA_DATA
-    return torch.nn.functional.mse_loss(pred, (s * noise - sigma * x0 / s) * scale)
+    return _mean((pred - (s * noise - sigma * x0 / s) * scale) ** 2, channel_weight)
 
 
 def x0_loss(flux: nn.Module, x0: torch.Tensor, context: torch.Tensor, u: torch.Tensor,
-            noise: torch.Tensor) -> torch.Tensor:
+            noise: torch.Tensor, channel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x0-prediction loss (X0ContinuousV): the output is the denoised latent, its error weighted as the v loss
     weighs it (v error = x0 error * sqrt(sigma^2 + s^2) / (sigma s)), capped at sigma X0_WEIGHT_SIGMA."""
     pred, sigma, scale = _noised_call(flux, x0, context, u, noise)
     sig = sigma.clamp(min=X0_WEIGHT_SIGMA)
     weight = (sig ** 2 + SIGMA_DATA ** 2).sqrt() / (sig * SIGMA_DATA)
-    return torch.mean(((pred - x0) * weight) ** 2)
+    return _mean(((pred - x0) * weight) ** 2, channel_weight)
 
 
-def loss(prediction: str, flux: nn.Module, x0, context, u, noise) -> torch.Tensor:
-    return (x0_loss if prediction == "x0" else v_loss)(flux, x0, context, u, noise)
+def loss(prediction: str, flux: nn.Module, x0, context, u, noise, channel_weight=None) -> torch.Tensor:
+    return (x0_loss if prediction == "x0" else v_loss)(flux, x0, context, u, noise, channel_weight)
 
 
 def u_of_sigma(sigma: torch.Tensor) -> torch.Tensor:

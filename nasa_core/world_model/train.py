@@ -38,6 +38,12 @@ LATENT_NORMS = ("none", "channel")
 # "mixed": each row one or the other, at even odds (lognormal alone leaves few draws above sigma 2, where the
 # composition is decided: docs/world_ablations.md).
 TIMESTEP_DISTS = ("uniform", "lognormal", "mixed")
+# How the loss weighs the latent's 48 channels. "equal": each counts the same in the model's (per-channel
+# scaled) latent, so the 3 block-colour (DC) channels, which carry most of what the eye sees, are 1/16 of the
+# loss. "pixel": each channel's error as it shows in the decoded image (squared pixel error; DC x 64 its
+# raw std^2). "pixel-sqrt": the square root of that weight, between the two (docs/world_ablations.md,
+# 2026-12-07, second session).
+CHANNEL_WEIGHTS = ("equal", "pixel", "pixel-sqrt")
 LOGNORMAL_MEAN, LOGNORMAL_STD = -1.2, 1.2
 
 
@@ -63,6 +69,7 @@ class TrainConfig:
     text_layers: int = 2       # transformer layers of the text encoder
     timesteps: str = "uniform"  # how noise levels are drawn (TIMESTEP_DISTS)
     prediction: str = "v"      # Flux model only: what its network outputs, "v" or "x0" (flux_world.py)
+    channel_weight: str = "equal"  # how the loss weighs the latent channels (CHANNEL_WEIGHTS)
 
     def check(self):
         if self.arch not in ARCHS:
@@ -77,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"timesteps must be one of {TIMESTEP_DISTS}, not {self.timesteps!r}")
         if self.prediction not in ("v", "x0") or (self.prediction == "x0" and self.arch != "flux"):
             raise ValueError(f"prediction must be 'v', or 'x0' with --arch flux, not {self.prediction!r} with {self.arch!r}")
+        if self.channel_weight not in CHANNEL_WEIGHTS:
+            raise ValueError(f"channel_weight must be one of {CHANNEL_WEIGHTS}, not {self.channel_weight!r}")
         if self.width < 32 or self.width % 32 or self.text_layers < 0:
             raise ValueError(f"width must be a multiple of 32 (heads of 32), text_layers >= 0: {self}")
 
@@ -116,6 +125,21 @@ def latent_channel_std(spec=None, n: int = 2048, seed: int = 987654321) -> List[
     return [round(float(v), 6) for v in std.clamp_min(1e-3)]
 
 
+def channel_weights(kind: str, latent_std: Optional[List[float]]) -> Optional[torch.Tensor]:
+    """[1, 48, 1, 1] loss weights of the model's latent channels, mean 1 (None for "equal"). A channel's error
+    in the model's units shows in the decoded image times its std (the model divides it out) times the
+    codec's gain (the DC channel is the block mean, 1/8 of its orthonormal DCT coefficient)."""
+    if kind == "equal":
+        return None
+    from . import model as wm
+    gain = torch.ones(wm.LATENT_CHANNELS, dtype=torch.float64)
+    gain[::wm.KEEP * wm.KEEP] = 1.0 / wm.DC_SCALE  # channel c * 16 is colour c's DC
+    if latent_std is not None:
+        gain = gain * torch.tensor(latent_std, dtype=torch.float64)
+    w = gain ** 2 if kind == "pixel" else gain
+    return (w / w.mean()).float().view(1, -1, 1, 1)
+
+
 class WorldTrainer:
     def __init__(self, cfg: TrainConfig):
         from . import model as wm
@@ -137,6 +161,7 @@ class WorldTrainer:
             self.tokenizer = wm.WorldTokenizer()
             self.base = wm.build_unet_model(seed=cfg.seed, width=cfg.width, latent_std=self.latent_std)
         self.unet = self.base.diffusion_model
+        self.channel_weight = channel_weights(cfg.channel_weight, self.latent_std)
         torch.manual_seed(cfg.seed)  # the text encoder's init
         self.encoder = wm.WorldTextEncoder(wm.world_vocab(self.tokenizer, vocabulary_texts(spec=self.spec)),
                                            layers=cfg.text_layers)
@@ -189,13 +214,15 @@ class WorldTrainer:
     # -- one step
     def loss(self, x0, captions, t, noise):
         if self.cfg.arch == "flux":
-            return self.flux_world.loss(self.cfg.prediction, self.unet, x0, self.encoder(self.token_ids(captions)), t, noise)
+            return self.flux_world.loss(self.cfg.prediction, self.unet, x0, self.encoder(self.token_ids(captions)), t, noise,
+                                        channel_weight=self.channel_weight)
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         context = self.encoder(self.token_ids(captions))
         pred = self.unet(xt, t.float(), context=context)
         v = a.sqrt() * noise - (1 - a).sqrt() * x0  # the v-prediction target (the model config says V_PREDICTION)
-        return torch.nn.functional.mse_loss(pred, v)
+        err = (pred - v) ** 2
+        return err.mean() if self.channel_weight is None else (err * self.channel_weight).mean()
 
     def lr_at(self, step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, self.cfg.warmup))
@@ -321,7 +348,7 @@ def main(argv: Optional[List[str]] = None):
     ckpt = out / "checkpoint.pt"
     forked = None
     if args.fork_from and not ckpt.exists():  # once: afterwards OUT resumes from its own checkpoint
-        trainer.load(Path(args.fork_from), may_differ=("timesteps",))
+        trainer.load(Path(args.fork_from), may_differ=("timesteps", "channel_weight"))
         forked = {"path": args.fork_from, "step": trainer.step}
     elif args.resume or args.export or args.fork_from:
         if not ckpt.exists():
