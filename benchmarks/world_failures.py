@@ -55,7 +55,8 @@ def main(argv=None):
         wrong = wrong_attributes(read, truth)
         tally.update(wrong.keys())
         confusions.update(f"{k}: {a} -> {r}" for k, (a, r) in wrong.items())
-        samples.append({"prompt": prompt, "quality": truth.get("quality"), "wrong": {k: list(v) for k, v in wrong.items()}})
+        samples.append({"prompt": prompt, "quality": truth.get("quality"), "background": truth.get("background"),
+                        "wrong": {k: list(v) for k, v in wrong.items()}})
         if wrong:
             failures.append((prompt, wrong, image))
     n_fail = len(failures)
@@ -70,6 +71,11 @@ def main(argv=None):
     for q in sorted({s_["quality"] for s_ in samples}, key=lambda q: (q != "clean", q)):
         group = [bool(s_["wrong"]) for s_ in samples if s_["quality"] == q]
         lines.append(f"| {q} | {len(group)} | {world.share(group).fmt()} |")
+    # and by quality and background: pixel noise on a grey background survives the clamp to [-1, 1] whole
+    lines += ["", "| prompt's quality | background | samples | any of the six wrong |", "| --- | --- | --- | --- |"]
+    for q, b in sorted({(s_["quality"], s_["background"]) for s_ in samples}, key=lambda k: (k[0] != "clean", k)):
+        group = [bool(s_["wrong"]) for s_ in samples if (s_["quality"], s_["background"]) == (q, b)]
+        lines.append(f"| {q} | {b} | {len(group)} | {sum(group)} |")
     lines += ["", "| asked -> read | samples |", "| --- | --- |"]
     lines += [f"| {c} | {m} |" for c, m in confusions.most_common()]
     out = write_report(args.out, "\n".join(lines), {"checkpoint": args.checkpoint, "n": args.n, "steps": args.steps,

@@ -381,7 +381,7 @@ def test_a_fork_changes_the_timesteps_at_equal_steps(tmp_path):
 
 def test_world_failures_tally_what_was_read_wrong_at_tiny_n(tmp_path):
     """benchmarks/world_failures.py: each sample's wrong attributes (asked, read) against the scene its prompt
-    names, tallied per attribute and per the prompt's quality; the grid shows the failures."""
+    names, tallied per attribute, per the prompt's quality and per quality and background; the grid shows the failures."""
     import subprocess
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from world_failures import wrong_attributes
@@ -397,7 +397,9 @@ def test_world_failures_tally_what_was_read_wrong_at_tiny_n(tmp_path):
     payload = json.loads((tmp_path / "fail.json").read_text())
     assert len(payload["samples"]) == 3 and payload["failed"] == sum(bool(s["wrong"]) for s in payload["samples"])
     assert sum(payload["wrong"].values()) == sum(len(s["wrong"]) for s in payload["samples"])
-    assert "| prompt's quality |" in (tmp_path / "fail.md").read_text()
+    text = (tmp_path / "fail.md").read_text()
+    assert "| prompt's quality |" in text and "| prompt's quality | background |" in text
+    assert all(s["background"] in world.VOCAB["background"] for s in payload["samples"])
     assert (tmp_path / "fail_grid.png").exists() == (payload["failed"] > 0)
 
 
